@@ -1,0 +1,260 @@
+/**
+ * Finds libtorch and compiles the C++ shim (ffi/shim) into a shared library, cached by a hash of the
+ * sources, the libtorch it links and the compiler flags, so a second build is instant.
+ *
+ * Where libtorch is looked for, in order:
+ *  1. `LIBTORCH` (a folder with include/ and lib/, e.g. an unpacked libtorch zip or a torch package dir);
+ *  2. the project's virtualenv (.venv, made by `deno task setup`);
+ *  3. the active Python's torch (`python3`, or `PYTHON`), located without importing it;
+ *  4. unpacked libtorch archives in ./libtorch, ~/libtorch, /opt/libtorch, /usr/local/libtorch.
+ *
+ * Run as a script (`deno task build`) it prints where the library is.
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { homedir } from "node:os";
+
+const FFI_DIR = dirname(fileURLToPath(import.meta.url));
+const ROOT = dirname(FFI_DIR);
+const SHIM_DIR = join(FFI_DIR, "shim");
+const BUILD_DIR = join(FFI_DIR, "build");
+const SOURCES = ["distilbert.cpp", "capi.cpp"];
+const HEADERS = ["distrinews.h", "distilbert.h"];
+
+/** A libtorch installation the shim can compile and link against. */
+export interface Libtorch {
+  /** Folder holding include/ and lib/. */
+  root: string;
+  /** How it was found, for messages. */
+  foundVia: string;
+  /** libtorch version ("2.11.0+cu130"), or "unknown". */
+  version: string;
+  /** Whether this libtorch ships CUDA (libtorch_cuda.so). */
+  hasCuda: boolean;
+  /** 1 when libtorch was built with the C++11 std::string ABI, else 0. */
+  cxx11Abi: 0 | 1;
+}
+
+/** The result of a build: the shared library and what it was built against. */
+export interface BuildResult {
+  library: string;
+  libtorch: Libtorch;
+  cached: boolean;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function isLibtorchRoot(root: string): Promise<boolean> {
+  return await exists(join(root, "include", "torch")) && await exists(join(root, "lib", "libtorch.so"));
+}
+
+async function venvTorch(): Promise<string | undefined> {
+  const lib = join(ROOT, ".venv", "lib");
+  if (!await exists(lib)) return undefined;
+  for await (const entry of Deno.readDir(lib)) {
+    const candidate = join(lib, entry.name, "site-packages", "torch");
+    if (entry.name.startsWith("python") && await isLibtorchRoot(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+async function pythonTorch(): Promise<string | undefined> {
+  const python = Deno.env.get("PYTHON") ?? "python3";
+  // find_spec locates the package without importing torch (which takes seconds).
+  const code =
+    "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s else '')";
+  try {
+    const out = await new Deno.Command(python, { args: ["-c", code], stdout: "piped", stderr: "null" })
+      .output();
+    const path = new TextDecoder().decode(out.stdout).trim();
+    return out.success && path && await isLibtorchRoot(path) ? path : undefined;
+  } catch {
+    return undefined; // no such interpreter
+  }
+}
+
+/** Where each libtorch source would be, for the "not found" message too. */
+function archiveCandidates(): string[] {
+  return [join(ROOT, "libtorch"), join(homedir(), "libtorch"), "/opt/libtorch", "/usr/local/libtorch"];
+}
+
+async function readVersion(root: string): Promise<string> {
+  // An unpacked libtorch zip has build-version; a pip wheel has version.py.
+  for (const file of ["build-version", "version.py"]) {
+    try {
+      const text = await Deno.readTextFile(join(root, file));
+      const match = text.match(/__version__\s*=\s*['"]([^'"]+)['"]/) ?? text.match(/^\s*(\S+)\s*$/);
+      if (match) return match[1];
+    } catch { /* try the next */ }
+  }
+  return "unknown";
+}
+
+async function detectCxx11Abi(root: string): Promise<0 | 1> {
+  // torch.compiled_with_cxx11_abi() without Python: an ABI=1 build exports std::__cxx11 symbols from c10.
+  const bytes = await Deno.readFile(join(root, "lib", "libc10.so"));
+  const needle = new TextEncoder().encode("__cxx11");
+  outer: for (let i = 0; i + needle.length <= bytes.length; i++) {
+    for (let j = 0; j < needle.length; j++) if (bytes[i + j] !== needle[j]) continue outer;
+    return 1;
+  }
+  return 0;
+}
+
+async function describe(root: string, foundVia: string): Promise<Libtorch> {
+  return {
+    root,
+    foundVia,
+    version: await readVersion(root),
+    hasCuda: await exists(join(root, "lib", "libtorch_cuda.so")),
+    cxx11Abi: await detectCxx11Abi(root),
+  };
+}
+
+/** Finds libtorch (see the module docs for the search order), or throws an Error saying how to get one. */
+export async function findLibtorch(): Promise<Libtorch> {
+  const fromEnv = Deno.env.get("LIBTORCH");
+  if (fromEnv) {
+    if (await isLibtorchRoot(fromEnv)) return describe(fromEnv, "LIBTORCH");
+    throw new Error(
+      `LIBTORCH=${fromEnv} is not a libtorch folder (expected include/torch and lib/libtorch.so)`,
+    );
+  }
+  const venv = await venvTorch();
+  if (venv) return describe(venv, "the project virtualenv (.venv)");
+  const python = await pythonTorch();
+  if (python) return describe(python, "the active Python's torch");
+  for (const dir of archiveCandidates()) {
+    if (await isLibtorchRoot(dir)) return describe(dir, "an unpacked archive");
+  }
+  throw new Error(
+    [
+      "libtorch not found. Looked for:",
+      "  - the LIBTORCH environment variable (unset)",
+      `  - a torch package in ${join(ROOT, ".venv")}`,
+      `  - torch in the active Python (${Deno.env.get("PYTHON") ?? "python3"})`,
+      ...archiveCandidates().map((d) => `  - an unpacked libtorch archive in ${d}`),
+      "Get one with `deno task setup` (makes .venv with torch==2.11.0), `pip install torch==2.11.0`,",
+      "or unpack a libtorch zip from pytorch.org and set LIBTORCH to its folder.",
+    ].join("\n"),
+  );
+}
+
+/** Whether to link CUDA: when libtorch has it and a GPU is visible, unless DISTRINEWS_CUDA says otherwise. */
+async function wantCuda(lib: Libtorch): Promise<boolean> {
+  const setting = Deno.env.get("DISTRINEWS_CUDA");
+  if (setting === "0") return false;
+  if (setting === "1") {
+    if (!lib.hasCuda) throw new Error(`DISTRINEWS_CUDA=1 but ${lib.root} has no libtorch_cuda.so`);
+    return true;
+  }
+  // Loading libtorch_cuda pulls in gigabytes of CUDA libraries; on a machine without a GPU that is only cost.
+  return lib.hasCuda && await exists("/dev/nvidiactl");
+}
+
+function compileFlags(lib: Libtorch, cuda: boolean): string[] {
+  const include = join(lib.root, "include");
+  return [
+    "-std=c++17",
+    "-O2",
+    "-fPIC",
+    "-fvisibility=hidden",
+    "-Wall",
+    "-Wno-unused-parameter",
+    `-D_GLIBCXX_USE_CXX11_ABI=${lib.cxx11Abi}`,
+    ...(cuda ? ["-DDISTRINEWS_CUDA=1"] : []),
+    `-I${include}`,
+    `-I${join(include, "torch", "csrc", "api", "include")}`,
+  ];
+}
+
+function linkFlags(lib: Libtorch, cuda: boolean): string[] {
+  const libDir = join(lib.root, "lib");
+  return [
+    "-shared",
+    `-L${libDir}`,
+    `-Wl,-rpath,${libDir}`,
+    // torch_cuda registers CUDA kernels from static initialisers, so it must be linked even though no
+    // symbol of it is referenced directly.
+    ...(cuda ? ["-Wl,--no-as-needed", "-ltorch_cuda", "-lc10_cuda", "-Wl,--as-needed"] : []),
+    "-ltorch",
+    "-ltorch_cpu",
+    "-lc10",
+  ];
+}
+
+async function sha256Hex(parts: (string | Uint8Array)[]): Promise<string> {
+  const chunks = parts.map((p) => typeof p === "string" ? new TextEncoder().encode(p + "\0") : p);
+  const total = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const c of chunks) total.set(c, offset), offset += c.length;
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", total));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("").slice(0, 16);
+}
+
+async function run(cmd: string, args: string[]): Promise<void> {
+  const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) {
+    const err = new TextDecoder().decode(out.stderr);
+    throw new Error(`${cmd} failed (exit ${out.code}):\n${err.slice(-6000)}`);
+  }
+}
+
+/**
+ * Builds the shim if no library for these sources, this libtorch and these flags exists yet; returns
+ * its path. Safe to call from several processes at once (DDP ranks): each writes a private temporary
+ * file and renames it into place.
+ */
+export async function buildShim(options: { quiet?: boolean } = {}): Promise<BuildResult> {
+  const lib = await findLibtorch();
+  const cuda = await wantCuda(lib);
+  const cflags = compileFlags(lib, cuda);
+  const lflags = linkFlags(lib, cuda);
+  const sources = await Promise.all([...SOURCES, ...HEADERS].map((f) => Deno.readFile(join(SHIM_DIR, f))));
+  const hash = await sha256Hex([lib.root, lib.version, ...cflags, ...lflags, ...sources]);
+  const outDir = join(BUILD_DIR, hash);
+  const library = join(outDir, "libdistrinews.so");
+  if (await exists(library)) return { library, libtorch: lib, cached: true };
+
+  const log = options.quiet ? () => {} : (msg: string) => console.error(msg);
+  log(
+    `building the native shim against libtorch ${lib.version} (${lib.foundVia}: ${lib.root})` +
+      `${cuda ? " with CUDA" : ""}...`,
+  );
+  await Deno.mkdir(outDir, { recursive: true });
+  const tag = `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  // Translation units compile in parallel (one per core is plenty: each is dominated by torch headers).
+  const objects = SOURCES.map((src) => join(outDir, `${src}.${tag}.o`));
+  const started = performance.now();
+  try {
+    await Promise.all(
+      SOURCES.map((src, i) => run("g++", [...cflags, "-c", join(SHIM_DIR, src), "-o", objects[i]])),
+    );
+    const tmp = `${library}.${tag}.tmp`;
+    await run("g++", ["-o", tmp, ...objects, ...lflags]);
+    await Deno.rename(tmp, library);
+  } finally {
+    for (const o of objects) await Deno.remove(o).catch(() => {});
+  }
+  log(`built ${library} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  return { library, libtorch: lib, cached: false };
+}
+
+if (import.meta.main) {
+  try {
+    const result = await buildShim();
+    console.log(result.cached ? `up to date: ${result.library}` : `built: ${result.library}`);
+  } catch (err) {
+    console.error(`build failed: ${err instanceof Error ? err.message : err}`);
+    Deno.exit(1);
+  }
+}

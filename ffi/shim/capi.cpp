@@ -1,0 +1,433 @@
+// The C ABI of distrinews.h: argument checks, one training step, inference, weights in and out.
+// Every entry point runs its body through guarded(), which turns every C++ exception into a status code
+// and a message; nothing thrown here can reach Deno.
+#include <ATen/autocast_mode.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/util/Exception.h>
+#include <torch/cuda.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
+#include <torch/utils.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "distilbert.h"
+#include "distrinews.h"
+
+using distrinews::DistilBertForSequenceClassification;
+
+struct dn_model {
+  dn_config config;
+  torch::Device device;
+  DistilBertForSequenceClassification net;
+  std::vector<std::pair<std::string, torch::Tensor>> params;  // state_dict order
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::mutex mutex;  // one call at a time per model
+  std::mutex error_mutex;
+  std::string last_error;
+};
+
+namespace {
+
+// Errors the caller caused; reported as DN_ERR_INVALID_ARGUMENT.
+struct InvalidArgument : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct IoError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::mutex g_error_mutex;
+std::string g_last_error;  // for calls without a handle (all made from the JS main thread)
+
+void set_error(dn_model* model, std::string message) {
+  if (model) {
+    std::lock_guard<std::mutex> lock(model->error_mutex);
+    model->last_error = std::move(message);
+  } else {
+    std::lock_guard<std::mutex> lock(g_error_mutex);
+    g_last_error = std::move(message);
+  }
+}
+
+template <typename F>
+int32_t guarded(dn_model* model, F&& body) {
+  try {
+    body();
+    return DN_OK;
+  } catch (const InvalidArgument& e) {
+    set_error(model, e.what());
+    return DN_ERR_INVALID_ARGUMENT;
+  } catch (const IoError& e) {
+    set_error(model, e.what());
+    return DN_ERR_IO;
+  } catch (const c10::OutOfMemoryError& e) {
+    set_error(model, e.what_without_backtrace());
+    return DN_ERR_OUT_OF_MEMORY;
+  } catch (const c10::Error& e) {
+    // what() carries a C++ backtrace; users get the message only.
+    set_error(model, e.what_without_backtrace());
+    return DN_ERR_TORCH;
+  } catch (const std::bad_alloc&) {
+    set_error(model, "out of host memory");
+    return DN_ERR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    set_error(model, e.what());
+    return DN_ERR_INTERNAL;
+  } catch (...) {
+    set_error(model, "unknown native error");
+    return DN_ERR_INTERNAL;
+  }
+}
+
+template <typename... Args>
+void require(bool ok, const Args&... parts) {
+  if (!ok) throw InvalidArgument(c10::str(parts...));
+}
+
+int64_t copy_string(const std::string& s, char* buf, int64_t cap) {
+  if (buf && cap > 0) {
+    const auto n = std::min<int64_t>(cap - 1, static_cast<int64_t>(s.size()));
+    std::memcpy(buf, s.data(), static_cast<size_t>(n));
+    buf[n] = '\0';
+  }
+  return static_cast<int64_t>(s.size());
+}
+
+void check_config(const dn_config& c) {
+  require(c.vocab_size > 0 && c.max_position_embeddings > 0 && c.dim > 0 && c.n_layers > 0 && c.n_heads > 0 &&
+              c.hidden_dim > 0 && c.num_labels > 0,
+          "config sizes must be positive");
+  require(c.dim % c.n_heads == 0, "config.n_heads (", c.n_heads, ") must divide config.dim (", c.dim, ")");
+  require(c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size, "config.pad_token_id must be in [0, vocab_size)");
+  for (double p : {c.dropout, c.attention_dropout, c.seq_classif_dropout})
+    require(p >= 0.0 && p < 1.0, "dropout probabilities must be in [0, 1)");
+  require(c.initializer_range > 0.0, "config.initializer_range must be positive");
+}
+
+// Copies a batch out of JS memory onto the model's device, checking every value the model would index
+// with. (An out-of-range id on a GPU is a device-side assert that poisons the CUDA context, so it must be
+// caught here, before any kernel runs.)
+std::pair<torch::Tensor, torch::Tensor> load_inputs(const dn_model& m, const int32_t* ids, const uint8_t* mask,
+                                                    int64_t batch, int64_t seq) {
+  require(ids && mask, "input_ids and attention_mask must not be null");
+  require(batch > 0 && seq > 0, "batch and sequence length must be positive (got ", batch, " x ", seq, ")");
+  require(seq <= m.config.max_position_embeddings, "sequence length ", seq,
+          " exceeds max_position_embeddings ", m.config.max_position_embeddings);
+  auto ids_cpu = torch::from_blob(const_cast<int32_t*>(ids), {batch, seq}, torch::kInt32);
+  auto mask_cpu = torch::from_blob(const_cast<uint8_t*>(mask), {batch, seq}, torch::kUInt8);
+  const auto lo = ids_cpu.min().item<int32_t>(), hi = ids_cpu.max().item<int32_t>();
+  require(lo >= 0 && hi < m.config.vocab_size, "token ids must be in [0, ", m.config.vocab_size, "), got range [",
+          lo, ", ", hi, "]");
+  require(mask_cpu.max().item<uint8_t>() <= 1, "attention_mask values must be 0 or 1");
+  // Every sequence needs at least one visible key, or its attention row is all -inf (NaN softmax).
+  require(mask_cpu.amax(1).min().item<uint8_t>() == 1, "every sequence needs at least one unmasked token");
+  return {ids_cpu.to(m.device, torch::kLong), mask_cpu.to(m.device, torch::kBool)};
+}
+
+// bf16 autocast for the duration of a forward pass. Autocast state is thread-local, and nonblocking FFI
+// calls run on Deno's worker threads, so it is switched on and off inside every call that wants it.
+struct AutocastScope {
+  bool active;
+  explicit AutocastScope(bool enable) : active(enable) {
+    if (!active) return;
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!active) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+  }
+};
+
+bool use_bf16(const dn_model& m, int32_t flags) {
+  if (!(flags & DN_BF16)) return false;
+  require(m.device.is_cuda(), "bf16 autocast is only supported on CUDA devices");
+  return true;
+}
+
+std::vector<torch::optim::OptimizerParamGroup> adamw_groups(dn_model& m, double weight_decay, double beta1,
+                                                            double beta2, double eps) {
+  // Hugging Face's Trainer decays weight matrices only: biases and LayerNorm weights (1-D tensors here)
+  // keep their value scale.
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& [name, p] : m.params) {
+    const bool is_norm = name.find("LayerNorm") != std::string::npos || name.find("layer_norm") != std::string::npos;
+    const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    (is_norm || is_bias ? no_decay : decay).push_back(p);
+  }
+  auto opts = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(0.0).betas({beta1, beta2}).eps(eps).weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, opts(weight_decay));
+  groups.emplace_back(no_decay, opts(0.0));
+  return groups;
+}
+
+void configure_optimizer(dn_model& m, double weight_decay, double beta1, double beta2, double eps) {
+  require(weight_decay >= 0.0, "weight_decay must be >= 0");
+  require(beta1 >= 0.0 && beta1 < 1.0 && beta2 >= 0.0 && beta2 < 1.0, "AdamW betas must be in [0, 1)");
+  require(eps > 0.0, "AdamW eps must be > 0");
+  m.optimizer = std::make_unique<torch::optim::AdamW>(adamw_groups(m, weight_decay, beta1, beta2, eps),
+                                                      torch::optim::AdamWOptions(0.0));
+}
+
+dn_model& checked(dn_model* model) {
+  if (!model) throw InvalidArgument("model handle is null");
+  return *model;
+}
+
+const torch::Tensor& param_at(dn_model& m, int64_t i) {
+  require(i >= 0 && i < static_cast<int64_t>(m.params.size()), "parameter index ", i, " out of range");
+  return m.params[static_cast<size_t>(i)].second;
+}
+
+}  // namespace
+
+extern "C" {
+
+int32_t dn_abi_version(void) { return DN_ABI_VERSION; }
+
+int64_t dn_last_error(dn_model* model, char* buf, int64_t cap) {
+  if (model) {
+    std::lock_guard<std::mutex> lock(model->error_mutex);
+    return copy_string(model->last_error, buf, cap);
+  }
+  std::lock_guard<std::mutex> lock(g_error_mutex);
+  return copy_string(g_last_error, buf, cap);
+}
+
+int64_t dn_torch_version(char* buf, int64_t cap) { return copy_string(TORCH_VERSION, buf, cap); }
+
+int32_t dn_set_num_threads(int32_t intra, int32_t interop) {
+  return guarded(nullptr, [&] {
+    require(intra > 0, "thread count must be positive");
+    at::set_num_threads(intra);
+    // Inter-op threads can only be set before the pool starts; libtorch throws otherwise.
+    if (interop > 0) at::set_num_interop_threads(interop);
+  });
+}
+
+int32_t dn_get_num_threads(void) { return at::get_num_threads(); }
+
+int32_t dn_cuda_device_count(void) {
+  int32_t count = 0;
+  guarded(nullptr, [&] { count = static_cast<int32_t>(torch::cuda::device_count()); });
+  return count;
+}
+
+int32_t dn_manual_seed(uint64_t seed) {
+  return guarded(nullptr, [&] { torch::manual_seed(seed); });
+}
+
+int32_t dn_model_create(const dn_config* config, int32_t device_index, uint64_t seed, dn_model** out) {
+  return guarded(nullptr, [&] {
+    require(config && out, "config and out must not be null");
+    *out = nullptr;
+    check_config(*config);
+    torch::Device device = torch::kCPU;
+    if (device_index >= 0) {
+      const auto count = static_cast<int32_t>(torch::cuda::device_count());
+      require(device_index < count, "cuda:", device_index, " requested but ", count, " CUDA device(s) visible");
+      device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device_index));
+    }
+    c10::DeviceGuard guard(device);
+    torch::manual_seed(seed);
+    auto net = DistilBertForSequenceClassification(*config);
+    net->init_weights(config->initializer_range, config->pad_token_id);
+    net->to(device);
+    auto model = std::unique_ptr<dn_model>(new dn_model{*config, device, net, {}, nullptr, {}, {}, {}});
+    for (auto& item : net->named_parameters()) model->params.emplace_back(item.key(), item.value());
+    // Hugging Face TrainingArguments defaults.
+    configure_optimizer(*model, 0.0, 0.9, 0.999, 1e-8);
+    *out = model.release();
+  });
+}
+
+void dn_model_free(dn_model* model) {
+  // Deleting must not throw across the ABI either.
+  try {
+    delete model;
+  } catch (...) {
+  }
+}
+
+int32_t dn_model_param_count(dn_model* model, int64_t* out) {
+  return guarded(model, [&] {
+    auto& m = checked(model);
+    require(out, "out must not be null");
+    *out = static_cast<int64_t>(m.params.size());
+  });
+}
+
+int32_t dn_model_param_info(dn_model* model, int64_t i, char* name, int64_t name_cap, int64_t* shape,
+                            int32_t* ndim) {
+  return guarded(model, [&] {
+    auto& m = checked(model);
+    require(shape && ndim, "shape and ndim must not be null");
+    std::lock_guard<std::mutex> lock(m.mutex);
+    const auto& p = param_at(m, i);
+    require(p.dim() <= DN_MAX_NDIM, "parameter has too many dimensions");
+    copy_string(m.params[static_cast<size_t>(i)].first, name, name_cap);
+    *ndim = static_cast<int32_t>(p.dim());
+    for (int64_t d = 0; d < p.dim(); ++d) shape[d] = p.size(d);
+  });
+}
+
+int32_t dn_model_param_read(dn_model* model, int64_t i, float* out, int64_t numel) {
+  return guarded(model, [&] {
+    auto& m = checked(model);
+    std::lock_guard<std::mutex> lock(m.mutex);
+    const auto& p = param_at(m, i);
+    require(out && numel == p.numel(), "output buffer must hold ", p.numel(), " floats, got ", numel);
+    auto host = p.detach().to(torch::kCPU, torch::kFloat).contiguous();
+    std::memcpy(out, host.data_ptr<float>(), static_cast<size_t>(numel) * sizeof(float));
+  });
+}
+
+int32_t dn_model_param_write(dn_model* model, int64_t i, int32_t dtype, const void* data, int64_t nbytes) {
+  return guarded(model, [&] {
+    auto& m = checked(model);
+    std::lock_guard<std::mutex> lock(m.mutex);
+    const auto& p = param_at(m, i);
+    torch::ScalarType type;
+    switch (dtype) {
+      case DN_DTYPE_F32: type = torch::kFloat; break;
+      case DN_DTYPE_F16: type = torch::kHalf; break;
+      case DN_DTYPE_BF16: type = torch::kBFloat16; break;
+      case DN_DTYPE_F64: type = torch::kDouble; break;
+      default: throw InvalidArgument(c10::str("unsupported dtype code ", dtype));
+    }
+    const auto expected = p.numel() * static_cast<int64_t>(c10::elementSize(type));
+    require(data && nbytes == expected, m.params[static_cast<size_t>(i)].first, ": expected ", expected,
+            " bytes, got ", nbytes);
+    auto src = torch::from_blob(const_cast<void*>(data), p.sizes(), type);
+    torch::NoGradGuard no_grad;
+    // copy_ converts dtype and moves to the device; from_blob never outlives this call.
+    const_cast<torch::Tensor&>(p).copy_(src);
+  });
+}
+
+int32_t dn_model_save_pt(dn_model* model, const char* path) {
+  return guarded(model, [&] {
+    auto& m = checked(model);
+    require(path && *path, "path must not be empty");
+    std::lock_guard<std::mutex> lock(m.mutex);
+    // A plain dict of CPU tensors: what a state_dict is and what torch.load(weights_only=True) accepts.
+    c10::impl::GenericDict state(c10::StringType::get(), c10::TensorType::get());
+    for (auto& [name, p] : m.params) state.insert(name, p.detach().to(torch::kCPU).contiguous());
+    // torch::pickle_save would tag the dict with torch.jit._pickle.restore_type_tag, a global that
+    // Python's weights_only unpickler refuses; a Pickler without aggregate tags writes what torch.save does.
+    std::vector<char> pickled;
+    torch::jit::Pickler pickler([&](const char* bytes, size_t n) { pickled.insert(pickled.end(), bytes, bytes + n); },
+                                nullptr, nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
+    pickler.protocol();
+    pickler.pushIValue(state);
+    pickler.stop();
+    std::ofstream file(path, std::ios::binary | std::ios::trunc);
+    if (!file) throw IoError(c10::str("cannot open ", path, " for writing"));
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t size) -> size_t {
+      file.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
+      return file ? size : 0;
+    });
+    // data.pkl plus one data/<key> record per storage: torch.save's zip layout.
+    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+    writer.writeEndOfFile();
+    file.flush();
+    if (!file) throw IoError(c10::str("failed writing ", path));
+  });
+}
+
+int32_t dn_optimizer_configure(dn_model* model, double weight_decay, double beta1, double beta2, double eps) {
+  return guarded(model, [&] {
+    auto& m = checked(model);
+    std::lock_guard<std::mutex> lock(m.mutex);
+    configure_optimizer(m, weight_decay, beta1, beta2, eps);
+  });
+}
+
+int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask,
+                      const int32_t* labels, int64_t batch, int64_t seq, double lr, double max_grad_norm,
+                      double loss_scale, int32_t flags, dn_step_result* out) {
+  return guarded(model, [&] {
+    auto& m = checked(model);
+    require(labels && out, "labels and out must not be null");
+    require(lr >= 0.0, "learning rate must be >= 0");
+    std::lock_guard<std::mutex> lock(m.mutex);
+    c10::DeviceGuard device_guard(m.device);
+    auto [ids, mask] = load_inputs(m, input_ids, attention_mask, batch, seq);
+    auto labels_cpu = torch::from_blob(const_cast<int32_t*>(labels), {batch}, torch::kInt32);
+    const auto lo = labels_cpu.min().item<int32_t>(), hi = labels_cpu.max().item<int32_t>();
+    require(lo >= 0 && hi < m.config.num_labels, "labels must be in [0, ", m.config.num_labels, "), got range [",
+            lo, ", ", hi, "]");
+    auto target = labels_cpu.to(m.device, torch::kLong);
+
+    m.net->train();
+    torch::Tensor logits;
+    {
+      AutocastScope autocast(use_bf16(m, flags));
+      logits = m.net->forward(ids, mask);
+    }
+    // The loss is computed in fp32 even under autocast, as PyTorch's autocast does for cross_entropy.
+    auto loss = torch::cross_entropy_loss(logits.to(torch::kFloat), target);
+    (loss * loss_scale).backward();
+
+    double grad_norm = 0.0;
+    if (flags & DN_STEP_APPLY) {
+      std::vector<torch::Tensor> params;
+      for (auto& item : m.params) params.push_back(item.second);
+      if (max_grad_norm > 0.0) grad_norm = torch::nn::utils::clip_grad_norm_(params, max_grad_norm);
+      for (auto& group : m.optimizer->param_groups())
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      m.optimizer->step();
+      m.optimizer->zero_grad(/*set_to_none=*/true);
+    }
+    out->loss = loss.item<double>();
+    out->grad_norm = grad_norm;
+    out->correct = logits.argmax(1).eq(target).sum().item<int64_t>();
+    out->count = batch;
+  });
+}
+
+int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask, int64_t batch,
+                   int64_t seq, int32_t flags, float* logits, float* probs) {
+  return guarded(model, [&] {
+    auto& m = checked(model);
+    require(logits, "logits must not be null");
+    std::lock_guard<std::mutex> lock(m.mutex);
+    c10::DeviceGuard device_guard(m.device);
+    auto [ids, mask] = load_inputs(m, input_ids, attention_mask, batch, seq);
+    c10::InferenceMode inference;
+    m.net->eval();
+    torch::Tensor out;
+    {
+      AutocastScope autocast(use_bf16(m, flags));
+      out = m.net->forward(ids, mask);
+    }
+    out = out.to(torch::kCPU, torch::kFloat).contiguous();
+    const auto n = static_cast<size_t>(batch * m.config.num_labels);
+    std::memcpy(logits, out.data_ptr<float>(), n * sizeof(float));
+    if (probs) std::memcpy(probs, torch::softmax(out, 1).data_ptr<float>(), n * sizeof(float));
+  });
+}
+
+}  // extern "C"

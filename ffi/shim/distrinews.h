@@ -1,0 +1,128 @@
+/*
+ * DistriNews native core: the whole C ABI between TypeScript (Deno.dlopen) and libtorch.
+ *
+ * Rules (see ffi/lib.ts, the only TypeScript file that knows this header):
+ *  - Coarse calls: one call per training step or inference batch; no per-op calls.
+ *  - Opaque handles; every function returns a status (DN_OK or a DN_ERR_* code). The message of the
+ *    last failure is copied out with dn_last_error(handle, ...); handle-less calls use a process-wide slot.
+ *  - No C++ exception, abort or assertion crosses this boundary: every entry point catches everything.
+ *  - Buffers passed in are only read (or written) during the call; nothing keeps a pointer into them.
+ *  - A model handle serialises its own calls with a mutex, so a nonblocking call on a Deno worker thread
+ *    can never race another call on the same model.
+ */
+#ifndef DISTRINEWS_H
+#define DISTRINEWS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DN_ABI_VERSION 1
+
+/* The shim is compiled with -fvisibility=hidden; only this ABI is exported. */
+#define DN_API __attribute__((visibility("default")))
+
+/* Status codes. */
+#define DN_OK 0
+#define DN_ERR_INVALID_ARGUMENT 1 /* the caller passed something wrong: shapes, ids, labels, names */
+#define DN_ERR_TORCH 2            /* libtorch raised an error */
+#define DN_ERR_OUT_OF_MEMORY 3    /* host or device allocation failed */
+#define DN_ERR_IO 4               /* a file could not be written */
+#define DN_ERR_INTERNAL 5         /* anything else */
+
+/* Element types accepted by dn_model_param_write (safetensors' F32, F16, BF16, F64). */
+#define DN_DTYPE_F32 0
+#define DN_DTYPE_F16 1
+#define DN_DTYPE_BF16 2
+#define DN_DTYPE_F64 3
+
+/* Flags of dn_train_step and dn_predict. */
+#define DN_STEP_APPLY 1 /* after backward: clip gradients, AdamW step, zero gradients */
+#define DN_BF16 2       /* run the forward pass under bf16 autocast (CUDA only) */
+
+#define DN_MAX_NDIM 8
+
+/* DistilBertConfig's fields (Hugging Face names), all sizes explicit. */
+typedef struct dn_config {
+  int64_t vocab_size;
+  int64_t max_position_embeddings;
+  int64_t dim;
+  int64_t n_layers;
+  int64_t n_heads;
+  int64_t hidden_dim;
+  int64_t num_labels;
+  int64_t pad_token_id;
+  double dropout;
+  double attention_dropout;
+  double seq_classif_dropout;
+  double initializer_range;
+} dn_config;
+
+/* What one training (micro-)step reports. grad_norm is the total L2 norm before clipping (0 when the
+ * step did not apply the optimizer). */
+typedef struct dn_step_result {
+  double loss;
+  double grad_norm;
+  int64_t correct;
+  int64_t count;
+} dn_step_result;
+
+typedef struct dn_model dn_model;
+
+/* ---- process-wide ---- */
+DN_API int32_t dn_abi_version(void);
+/* Copies the last error message of `model` (or of the last handle-less call when model is NULL) into
+ * buf (NUL-terminated, truncated to cap). Returns the message length. */
+DN_API int64_t dn_last_error(dn_model* model, char* buf, int64_t cap);
+/* Copies the libtorch version string ("2.11.0"). Returns its length. */
+DN_API int64_t dn_torch_version(char* buf, int64_t cap);
+/* Intra-op threads (and inter-op threads when interop > 0; only settable before any parallel work). */
+DN_API int32_t dn_set_num_threads(int32_t intra, int32_t interop);
+DN_API int32_t dn_get_num_threads(void);
+/* Number of visible CUDA devices (0 without CUDA support or devices). */
+DN_API int32_t dn_cuda_device_count(void);
+/* Seeds libtorch's CPU and CUDA generators (dropout, initialisation). */
+DN_API int32_t dn_manual_seed(uint64_t seed);
+
+/* ---- model ---- */
+/* Creates DistilBertForSequenceClassification on cuda:device_index (or the CPU when device_index < 0),
+ * initialised as Hugging Face's _init_weights does, from `seed`. */
+DN_API int32_t dn_model_create(const dn_config* config, int32_t device_index, uint64_t seed, dn_model** out);
+DN_API void dn_model_free(dn_model* model);
+
+/* Parameters in state_dict order, named as in Hugging Face's DistilBertForSequenceClassification. */
+DN_API int32_t dn_model_param_count(dn_model* model, int64_t* out);
+/* Name (NUL-terminated, truncated to name_cap) and shape (up to DN_MAX_NDIM dims) of parameter i. */
+DN_API int32_t dn_model_param_info(dn_model* model, int64_t i, char* name, int64_t name_cap, int64_t* shape,
+                            int32_t* ndim);
+/* Copies parameter i as float32 into out (numel floats). */
+DN_API int32_t dn_model_param_read(dn_model* model, int64_t i, float* out, int64_t numel);
+/* Overwrites parameter i from host bytes of the given DN_DTYPE_*; nbytes must equal numel * size. */
+DN_API int32_t dn_model_param_write(dn_model* model, int64_t i, int32_t dtype, const void* data, int64_t nbytes);
+/* Writes the state_dict with torch::pickle_save (readable by Python's torch.load(weights_only=True)). */
+DN_API int32_t dn_model_save_pt(dn_model* model, const char* path);
+
+/* AdamW as torch.optim.AdamW; weight decay only on weight matrices (not on biases or LayerNorm weights),
+ * as Hugging Face's Trainer groups them. Resets optimizer state. */
+DN_API int32_t dn_optimizer_configure(dn_model* model, double weight_decay, double beta1, double beta2, double eps);
+
+/* One training micro-step: forward, cross-entropy (mean over the batch) times loss_scale, backward
+ * (gradients accumulate). With DN_STEP_APPLY it then clips the total gradient norm to max_grad_norm
+ * (when > 0), steps AdamW with learning rate lr and zeroes the gradients.
+ * input_ids [batch, seq] int32, attention_mask [batch, seq] uint8 (1 = token, 0 = padding), labels [batch]. */
+DN_API int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask,
+                      const int32_t* labels, int64_t batch, int64_t seq, double lr, double max_grad_norm,
+                      double loss_scale, int32_t flags, dn_step_result* out);
+
+/* Inference (eval mode, no autograd): writes logits and, when probs is not NULL, softmax probabilities,
+ * both [batch, num_labels] float32. */
+DN_API int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask, int64_t batch,
+                   int64_t seq, int32_t flags, float* logits, float* probs);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* DISTRINEWS_H */
