@@ -37,6 +37,9 @@ struct dn_model {
   DistilBertForSequenceClassification net;
   std::vector<std::pair<std::string, torch::Tensor>> params;  // state_dict order
   std::unique_ptr<torch::optim::AdamW> optimizer;
+  // This model's own random stream (dropout), so two models in one process never perturb each other and
+  // a run is reproducible from its seed alone. Swapped into the device's default generator per step.
+  at::Tensor rng_state;
   std::mutex mutex;  // one call at a time per model
   std::mutex error_mutex;
   std::string last_error;
@@ -53,6 +56,8 @@ struct IoError : std::runtime_error {
 };
 
 std::mutex g_error_mutex;
+// Serialises training steps across models while one of them owns the default generator's state.
+std::mutex g_rng_mutex;
 std::string g_last_error;  // for calls without a handle (all made from the JS main thread)
 
 void set_error(dn_model* model, std::string message) {
@@ -255,7 +260,9 @@ int32_t dn_model_create(const dn_config* config, int32_t device_index, uint64_t 
     auto net = DistilBertForSequenceClassification(*config);
     net->init_weights(config->initializer_range, config->pad_token_id);
     net->to(device);
-    auto model = std::unique_ptr<dn_model>(new dn_model{*config, device, net, {}, nullptr, {}, {}, {}});
+    auto model = std::unique_ptr<dn_model>(new dn_model{*config, device, net, {}, nullptr, {}, {}, {}, {}});
+    // Dropout continues the stream that initialised the weights, as it does in Python after manual_seed.
+    model->rng_state = at::globalContext().defaultGenerator(device).get_state();
     for (auto& item : net->named_parameters()) model->params.emplace_back(item.key(), item.value());
     // Hugging Face TrainingArguments defaults.
     configure_optimizer(*model, 0.0, 0.9, 0.999, 1e-8);
@@ -381,6 +388,9 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
             lo, ", ", hi, "]");
     auto target = labels_cpu.to(m.device, torch::kLong);
 
+    std::lock_guard<std::mutex> rng_lock(g_rng_mutex);
+    auto generator = at::globalContext().defaultGenerator(m.device);
+    generator.set_state(m.rng_state);
     m.net->train();
     torch::Tensor logits;
     {
@@ -390,6 +400,7 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
     // The loss is computed in fp32 even under autocast, as PyTorch's autocast does for cross_entropy.
     auto loss = torch::cross_entropy_loss(logits.to(torch::kFloat), target);
     (loss * loss_scale).backward();
+    m.rng_state = generator.get_state();
 
     double grad_norm = 0.0;
     if (flags & DN_STEP_APPLY) {

@@ -1,0 +1,255 @@
+// The native model against transformers' DistilBertForSequenceClassification (the venv's Python is the
+// reference), plus determinism, overfitting and bad input.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DISTILBERT_BASE_UNCASED } from "./config.ts";
+import { DistilBertClassifier, type LabeledBatch, setNumThreads } from "./model.ts";
+import { NativeError } from "./lib.ts";
+import { loadSafetensors, writeSafetensors } from "../weights/safetensors.ts";
+import {
+  assertClose,
+  hfConfigJson,
+  makeBatch,
+  readLogits,
+  reference,
+  tempDir,
+  tinyConfig,
+  writeBatchJson,
+} from "../tests/helpers.ts";
+
+// Fixed threads keep CPU results reproducible run to run.
+await setNumThreads(2);
+
+async function makeReferenceModel(dir: string, config = tinyConfig(), seed = 3): Promise<void> {
+  await Deno.writeTextFile(join(dir, "cfg.json"), JSON.stringify(hfConfigJson(config)));
+  await reference(
+    "make",
+    "--config",
+    join(dir, "cfg.json"),
+    "--seed",
+    String(seed),
+    "--out",
+    join(dir, "hf"),
+  );
+}
+
+async function parityCase(config: ReturnType<typeof tinyConfig>, batch: LabeledBatch, tol: number) {
+  await using tmp = await tempDir();
+  await makeReferenceModel(tmp.path, config);
+  await writeBatchJson(join(tmp.path, "batch.json"), batch);
+  await reference(
+    "logits",
+    "--model",
+    join(tmp.path, "hf"),
+    "--batch",
+    join(tmp.path, "batch.json"),
+    "--out",
+    join(tmp.path, "ref.json"),
+  );
+  using model = await DistilBertClassifier.create(config, { device: "cpu" });
+  model.loadStateDict(await loadSafetensors(join(tmp.path, "hf", "model.safetensors")));
+  const ours = model.predict(batch);
+  assertClose(ours.logits, await readLogits(join(tmp.path, "ref.json")), tol, "logits vs transformers");
+  // Probabilities are the softmax of the logits, rows summing to 1.
+  for (let r = 0; r < batch.batchSize; r++) {
+    const row = ours.probabilities.subarray(r * 4, r * 4 + 4);
+    assert.ok(Math.abs(row.reduce((a, b) => a + b, 0) - 1) < 1e-5);
+  }
+}
+
+Deno.test("parity with transformers on a tiny config, padded batch (fp32, eval)", async () => {
+  const config = tinyConfig();
+  await parityCase(config, makeBatch(config, 5, 17, 7), 1e-5);
+});
+
+Deno.test("parity with transformers on the full distilbert-base-uncased config", async () => {
+  const config = { ...DISTILBERT_BASE_UNCASED, id2label: [...DISTILBERT_BASE_UNCASED.id2label] };
+  await parityCase(config, makeBatch(config, 2, 24, 11), 1e-5);
+});
+
+Deno.test("training steps match PyTorch AdamW + clipping + decay groups, parameter by parameter", async () => {
+  // Dropout off so both sides compute the same function; everything else as in real training.
+  const config = tinyConfig({ dropout: 0, attention_dropout: 0, seq_classif_dropout: 0 });
+  await using tmp = await tempDir();
+  await makeReferenceModel(tmp.path, config);
+  const batch = makeBatch(config, 6, 12, 5);
+  await writeBatchJson(join(tmp.path, "batch.json"), batch);
+  const steps = 4, lr = 3e-3, weightDecay = 0.05, maxGradNorm = 0.5;
+  await reference(
+    "train",
+    "--model",
+    join(tmp.path, "hf"),
+    "--batch",
+    join(tmp.path, "batch.json"),
+    "--steps",
+    String(steps),
+    "--lr",
+    String(lr),
+    "--weight-decay",
+    String(weightDecay),
+    "--max-grad-norm",
+    String(maxGradNorm),
+    "--out",
+    join(tmp.path, "trained"),
+  );
+  using model = await DistilBertClassifier.create(config, { device: "cpu" });
+  model.loadStateDict(await loadSafetensors(join(tmp.path, "hf", "model.safetensors")));
+  model.configureOptimizer({ weightDecay });
+  const losses = [];
+  for (let i = 0; i < steps; i++) losses.push(model.trainStep(batch, { lr, maxGradNorm }).loss);
+  const refLosses = JSON.parse(await Deno.readTextFile(join(tmp.path, "trained", "losses.json")));
+  assertClose(losses, refLosses, 1e-5, "losses");
+  const expected = await loadSafetensors(join(tmp.path, "trained", "model.safetensors"));
+  const ours = model.stateDict();
+  let compared = 0;
+  for (const [name, t] of ours) {
+    const ref = expected.get(name);
+    assert.ok(ref, `reference lacks ${name}`);
+    const a = new Float32Array(t.data.slice().buffer), b = new Float32Array(ref.data.slice().buffer);
+    assertClose(a, b, 1e-5, name);
+    compared++;
+  }
+  assert.equal(compared, expected.size);
+  // The padding row of the word embeddings never moves (padding_idx): no gradient flows into it.
+  const before = await loadSafetensors(join(tmp.path, "hf", "model.safetensors"));
+  const emb = (s: typeof ours) =>
+    new Float32Array(s.get("distilbert.embeddings.word_embeddings.weight")!.data.slice().buffer).subarray(
+      0,
+      32,
+    );
+  assert.deepEqual(emb(ours), emb(before));
+});
+
+Deno.test("a tiny model overfits a tiny batch; the same seed gives bitwise-identical losses", async () => {
+  const config = tinyConfig();
+  const batch = makeBatch(config, 8, 10, 3);
+  const run = async () => {
+    using model = await DistilBertClassifier.create(config, { device: "cpu", seed: 123 });
+    const losses: number[] = [];
+    for (let i = 0; i < 20; i++) losses.push(model.trainStep(batch, { lr: 5e-3 }).loss);
+    let last;
+    for (let i = 0; i < 60; i++) last = model.trainStep(batch, { lr: 5e-3 });
+    return { losses, last: last! };
+  };
+  const a = await run(), b = await run();
+  assert.deepEqual(a.losses, b.losses, "same seed, same losses, bit for bit");
+  assert.ok(a.losses[0] > 1.2, `initial loss ${a.losses[0]} should be near ln 4`);
+  assert.ok(a.last.loss < 0.05, `after 80 steps the loss is ${a.last.loss}`);
+  assert.equal(a.last.correct, 8);
+  // A different seed starts elsewhere.
+  using other = await DistilBertClassifier.create(config, { device: "cpu", seed: 124 });
+  assert.notEqual(other.trainStep(batch, { lr: 5e-3 }).loss, a.losses[0]);
+});
+
+Deno.test("gradient accumulation: two half batches with lossScale 1/2 equal one full batch", async () => {
+  const config = tinyConfig({ dropout: 0, attention_dropout: 0, seq_classif_dropout: 0 });
+  const full = makeBatch(config, 4, 8, 9);
+  const half = (i: number): LabeledBatch => ({
+    inputIds: full.inputIds.slice(i * 16, i * 16 + 16),
+    attentionMask: full.attentionMask.slice(i * 16, i * 16 + 16),
+    labels: full.labels.slice(i * 2, i * 2 + 2),
+    batchSize: 2,
+    seqLen: 8,
+  });
+  using a = await DistilBertClassifier.create(config, { device: "cpu", seed: 5 });
+  using b = await DistilBertClassifier.create(config, { device: "cpu", seed: 5 });
+  a.trainStep(full, { lr: 1e-2 });
+  b.trainStep(half(0), { lr: 1e-2, lossScale: 0.5, apply: false });
+  b.trainStep(half(1), { lr: 1e-2, lossScale: 0.5 });
+  for (const [name, t] of a.stateDict()) {
+    const u = b.stateDict().get(name)!;
+    assertClose(new Float32Array(t.data.buffer), new Float32Array(u.data.buffer), 1e-6, name);
+  }
+});
+
+Deno.test("nonblocking steps and predictions equal blocking ones and leave the event loop free", async () => {
+  const config = tinyConfig();
+  const batch = makeBatch(config, 4, 16, 2);
+  using a = await DistilBertClassifier.create(config, { device: "cpu", seed: 9 });
+  using b = await DistilBertClassifier.create(config, { device: "cpu", seed: 9 });
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 0);
+  const viaWorker = [];
+  for (let i = 0; i < 5; i++) viaWorker.push((await a.trainStepAsync(batch, { lr: 1e-3 })).loss);
+  const predicted = await a.predictAsync(batch);
+  clearInterval(timer);
+  const blocking = [];
+  for (let i = 0; i < 5; i++) blocking.push(b.trainStep(batch, { lr: 1e-3 }).loss);
+  assert.deepEqual(viaWorker, blocking);
+  assert.deepEqual(predicted.logits, b.predict(batch).logits);
+  assert.ok(ticks > 0, "timers ran while native steps were in flight");
+});
+
+Deno.test("bad input raises a clear Error and the process keeps working", async () => {
+  const config = tinyConfig();
+  using model = await DistilBertClassifier.create(config, { device: "cpu" });
+  const good = makeBatch(config, 2, 8, 4);
+  const expectError = (fn: () => unknown, pattern: RegExp) =>
+    assert.throws(fn, (err: unknown) => {
+      assert.ok(err instanceof Error, "an Error");
+      assert.match(err.message, pattern);
+      return true;
+    });
+  const ids = good.inputIds.slice();
+  ids[3] = config.vocab_size;
+  expectError(() => model.predict({ ...good, inputIds: ids }), /token ids must be in \[0, 120\)/);
+  ids[3] = -1;
+  expectError(() => model.trainStep({ ...good, inputIds: ids }, { lr: 1e-3 }), /token ids must be in/);
+  const long = makeBatch(tinyConfig({ max_position_embeddings: 64 }), 1, 40);
+  expectError(() => model.predict(long), /exceeds the model's max_position_embeddings \(32\)/);
+  expectError(() => model.predict({ ...good, seqLen: 9 }), /inputIds must be an Int32Array of 18 ids/);
+  expectError(() => model.predict({ ...good, attentionMask: new Uint8Array(3) }), /attentionMask must be/);
+  expectError(
+    () => model.trainStep({ ...good, labels: new Int32Array([0, 7]) }, { lr: 1e-3 }),
+    /labels must be in \[0, 4\)/,
+  );
+  expectError(() => model.trainStep({ ...good, labels: new Int32Array(1) }, { lr: 1e-3 }), /labels must be/);
+  const badMask = good.attentionMask.slice();
+  badMask[0] = 2;
+  expectError(
+    () => model.predict({ ...good, attentionMask: badMask }),
+    /attention_mask values must be 0 or 1/,
+  );
+  expectError(() => model.predict({ ...good, attentionMask: new Uint8Array(16) }), /at least one unmasked/);
+  expectError(() => model.predict({ ...good, batchSize: 0 }), /positive integers/);
+  // Errors raised in C++ arrive as NativeError with the libtorch-side message, no backtrace.
+  try {
+    model.predict({ ...good, inputIds: ids });
+  } catch (err) {
+    assert.ok(err instanceof NativeError);
+    assert.equal(err.call, "dn_predict");
+    assert.doesNotMatch(err.message, /Exception raised from|frame #/);
+  }
+  await assert.rejects(
+    () => DistilBertClassifier.create({ ...config, n_heads: 5 }, { device: "cpu" }),
+    /n_heads \(5\) must divide dim \(32\)/,
+  );
+  await assert.rejects(() => DistilBertClassifier.create(config, { device: "cuda:7" }), /cuda:7 requested/);
+  // Loading weights with wrong keys or shapes names them all.
+  const sd = model.stateDict();
+  const bad = new Map(sd);
+  bad.delete("classifier.bias");
+  bad.set("classifier.extra", sd.get("classifier.weight")!);
+  bad.set("pre_classifier.bias", { dtype: "F32", shape: [31], data: new Uint8Array(124) });
+  expectError(
+    () => model.loadStateDict(bad),
+    /pre_classifier\.bias: shape \[31\][\s\S]*missing keys \(1\): classifier\.bias[\s\S]*unexpected keys \(1\): classifier\.extra/,
+  );
+  // Still alive and correct after all of that.
+  const after = model.predict(good);
+  assert.equal(after.logits.length, 8);
+  assert.ok(after.logits.every(Number.isFinite));
+  model.dispose();
+  expectError(() => model.predict(good), /disposed/);
+});
+
+Deno.test("a state_dict survives our safetensors writer and reader bit for bit", async () => {
+  using model = await DistilBertClassifier.create(tinyConfig(), { device: "cpu", seed: 77 });
+  await using tmp = await tempDir();
+  const path = join(tmp.path, "model.safetensors");
+  await Deno.writeFile(path, writeSafetensors(model.stateDict()));
+  using copy = await DistilBertClassifier.create(tinyConfig(), { device: "cpu", seed: 78 });
+  copy.loadStateDict(await loadSafetensors(path));
+  const batch = makeBatch(tinyConfig(), 3, 9);
+  assert.deepEqual(copy.predict(batch).logits, model.predict(batch).logits);
+});

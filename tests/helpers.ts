@@ -1,0 +1,153 @@
+/**
+ * Shared test utilities: the reference Python (the project's venv), tiny configs, deterministic batches
+ * and numeric comparisons. Tests only; not exported from mod.ts.
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { AG_NEWS_LABELS, type DistilBertConfig } from "../ffi/config.ts";
+import type { LabeledBatch } from "../ffi/model.ts";
+
+/** Repository root. */
+export const ROOT: string = dirname(dirname(fileURLToPath(import.meta.url)));
+/** The reference script driven by the tests. */
+export const REFERENCE_SCRIPT: string = join(ROOT, "tests", "reference", "hf_reference.py");
+
+/** The venv's Python, where torch and transformers (the references) live. */
+export function venvPython(): string {
+  const python = join(ROOT, ".venv", "bin", "python");
+  try {
+    Deno.statSync(python);
+  } catch {
+    throw new Error(`${python} is missing: run \`deno task setup\` first (it makes the venv with torch)`);
+  }
+  return python;
+}
+
+/** Runs the reference script with `args`; throws with Python's stderr on failure. */
+export async function reference(...args: string[]): Promise<void> {
+  const out = await new Deno.Command(venvPython(), {
+    args: [REFERENCE_SCRIPT, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    env: { HF_HUB_OFFLINE: "1", TRANSFORMERS_VERBOSITY: "error", PYTHONWARNINGS: "ignore" },
+  }).output();
+  if (!out.success) {
+    throw new Error(`reference ${args[0]} failed:\n${new TextDecoder().decode(out.stderr).slice(-4000)}`);
+  }
+}
+
+/** A tiny DistilBERT for fast tests. */
+export function tinyConfig(overrides: Partial<DistilBertConfig> = {}): DistilBertConfig {
+  return {
+    vocab_size: 120,
+    max_position_embeddings: 32,
+    dim: 32,
+    n_layers: 2,
+    n_heads: 4,
+    hidden_dim: 64,
+    dropout: 0.1,
+    attention_dropout: 0.1,
+    seq_classif_dropout: 0.2,
+    initializer_range: 0.02,
+    pad_token_id: 0,
+    id2label: [...AG_NEWS_LABELS],
+    ...overrides,
+  };
+}
+
+/** transformers' DistilBertConfig kwargs for `config`. */
+export function hfConfigJson(c: DistilBertConfig): Record<string, unknown> {
+  return {
+    vocab_size: c.vocab_size,
+    max_position_embeddings: c.max_position_embeddings,
+    dim: c.dim,
+    n_layers: c.n_layers,
+    n_heads: c.n_heads,
+    hidden_dim: c.hidden_dim,
+    dropout: c.dropout,
+    attention_dropout: c.attention_dropout,
+    seq_classif_dropout: c.seq_classif_dropout,
+    initializer_range: c.initializer_range,
+    pad_token_id: c.pad_token_id,
+    id2label: Object.fromEntries(c.id2label.map((l, i) => [i, l])),
+    label2id: Object.fromEntries(c.id2label.map((l, i) => [l, i])),
+  };
+}
+
+/** A deterministic xorshift generator, so batches are the same in every run. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * A padded batch: rows of different lengths (the first row full), [CLS]=101-like first token kept
+ * inside the vocabulary, ids in [1, vocab), padding id 0 with mask 0.
+ */
+export function makeBatch(
+  config: DistilBertConfig,
+  batchSize: number,
+  seqLen: number,
+  seed = 1,
+): LabeledBatch {
+  const rand = rng(seed);
+  const inputIds = new Int32Array(batchSize * seqLen);
+  const attentionMask = new Uint8Array(batchSize * seqLen);
+  const labels = new Int32Array(batchSize);
+  for (let b = 0; b < batchSize; b++) {
+    const len = b === 0 ? seqLen : 1 + Math.floor(rand() * seqLen);
+    for (let t = 0; t < len; t++) {
+      inputIds[b * seqLen + t] = 1 + Math.floor(rand() * (config.vocab_size - 1));
+      attentionMask[b * seqLen + t] = 1;
+    }
+    labels[b] = b % config.id2label.length;
+  }
+  return { inputIds, attentionMask, labels, batchSize, seqLen };
+}
+
+/** Writes a batch as the JSON the reference script reads. */
+export async function writeBatchJson(path: string, b: LabeledBatch): Promise<void> {
+  const rows = (a: ArrayLike<number>) =>
+    Array.from({ length: b.batchSize }, (_, i) => Array.from(a).slice(i * b.seqLen, (i + 1) * b.seqLen));
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({
+      input_ids: rows(b.inputIds),
+      attention_mask: rows(b.attentionMask),
+      labels: Array.from(b.labels),
+    }),
+  );
+}
+
+/** Reads the reference's logits, flattened row-major. */
+export async function readLogits(path: string): Promise<Float32Array> {
+  const { logits } = JSON.parse(await Deno.readTextFile(path)) as { logits: number[][] };
+  return Float32Array.from(logits.flat());
+}
+
+/** Largest absolute elementwise difference. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length ${a.length} vs ${b.length}`);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst;
+}
+
+/** Asserts |a - b| <= tol everywhere, naming `what` and the worst difference. */
+export function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string): void {
+  const diff = maxAbsDiff(a, b);
+  if (!(diff <= tol)) throw new Error(`${what}: max |diff| ${diff} > ${tol}`);
+}
+
+/** A fresh temporary directory removed when disposed. */
+export async function tempDir(): Promise<AsyncDisposable & { path: string }> {
+  const path = await Deno.makeTempDir({ prefix: "distrinews-test-" });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}

@@ -1,0 +1,182 @@
+/**
+ * Checkpoint directories in Hugging Face's layout, so that DistriNews, `deno task predict`/`serve` and
+ * transformers' `from_pretrained(dir)` all read the same folder:
+ *
+ *   config.json            DistilBertConfig with id2label
+ *   model.safetensors      the weights (Hugging Face's preferred format)
+ *   distilbert_agnews.pt   the same state_dict as a PyTorch file (torch.load(..., weights_only=True))
+ *   vocab.txt, tokenizer_config.json, special_tokens_map.json   the tokenizer
+ *
+ * Reading also accepts a lone weights file (.safetensors, .pt, .bin) with a config.json beside it, and
+ * Hugging Face's pytorch_model.bin. Formats are told apart by their bytes, not by file extensions.
+ * @module
+ */
+
+import { basename, dirname, join } from "node:path";
+import { configToJson, type DistilBertConfig, parseConfig } from "../ffi/config.ts";
+import { type DeviceSpec, DistilBertClassifier, fsyncFile, type LoadReport } from "../ffi/model.ts";
+import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+import type { StateDict } from "./tensor.ts";
+import { readTorchCheckpoint } from "./torch_pickle.ts";
+
+/** File name of the bare PyTorch state_dict inside a checkpoint directory. */
+export const PT_FILE = "distilbert_agnews.pt";
+/** Weight files looked for in a directory, in order of preference. */
+export const WEIGHT_FILES = ["model.safetensors", PT_FILE, "pytorch_model.bin"] as const;
+
+/** Something that can write its tokenizer files into a directory (data/tokenizer.ts's BertTokenizer). */
+export interface SavableTokenizer {
+  saveHuggingFace(dir: string): Promise<void>;
+}
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** Parses weight bytes, recognising a PyTorch zip (PK\x03\x04) or else safetensors. */
+export function readStateDict(bytes: Uint8Array, source: string): StateDict {
+  const isZip = bytes.length >= 4 && bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 &&
+    bytes[3] === 0x04;
+  return isZip ? readTorchCheckpoint(bytes, source) : readSafetensors(bytes, source);
+}
+
+/** Reads a weights file of either format. */
+export async function loadStateDictFile(path: string): Promise<StateDict> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (err) {
+    throw new Error(`cannot read weights ${path}: ${err instanceof Error ? err.message : err}`);
+  }
+  return readStateDict(bytes, path);
+}
+
+/** Where a checkpoint's pieces are: its config.json and its weights file. */
+export interface CheckpointFiles {
+  configPath: string;
+  weightsPath: string;
+  /** The directory (where tokenizer files are, too). */
+  dir: string;
+}
+
+/** Locates config.json and the weights for a checkpoint directory or a weights file. */
+export async function locateCheckpoint(path: string): Promise<CheckpointFiles> {
+  if (await isDirectory(path)) {
+    const configPath = join(path, "config.json");
+    if (!await isFile(configPath)) throw new Error(`${path} is not a checkpoint directory: no config.json`);
+    for (const name of WEIGHT_FILES) {
+      const weightsPath = join(path, name);
+      if (await isFile(weightsPath)) return { configPath, weightsPath, dir: path };
+    }
+    throw new Error(`${path} has no weights: expected one of ${WEIGHT_FILES.join(", ")}`);
+  }
+  if (await isFile(path)) {
+    const dir = dirname(path);
+    const configPath = join(dir, "config.json");
+    if (!await isFile(configPath)) {
+      throw new Error(`no config.json beside ${path}: the model's shape is unknown`);
+    }
+    return { configPath, weightsPath: path, dir };
+  }
+  throw new Error(`checkpoint not found: ${path}`);
+}
+
+/** Reads and validates a config.json. */
+export async function loadConfig(path: string): Promise<DistilBertConfig> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (err) {
+    throw new Error(`cannot read ${path}: ${err instanceof Error ? err.message : err}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${path} is not valid JSON: ${err instanceof Error ? err.message : err}`);
+  }
+  return parseConfig(json, path);
+}
+
+/** A model loaded from a checkpoint, with where it came from. */
+export interface LoadedModel {
+  model: DistilBertClassifier;
+  files: CheckpointFiles;
+  report: LoadReport;
+}
+
+/**
+ * Creates a model from a checkpoint directory or weights file and loads its weights (strict by default:
+ * every key present, nothing extra, every shape equal). The model is disposed if loading fails.
+ */
+export async function loadModel(
+  path: string,
+  options: { device?: DeviceSpec | string; strict?: boolean } = {},
+): Promise<LoadedModel> {
+  const files = await locateCheckpoint(path);
+  const config = await loadConfig(files.configPath);
+  const state = await loadStateDictFile(files.weightsPath);
+  const model = await DistilBertClassifier.create(config, { device: options.device });
+  try {
+    const report = model.loadStateDict(state, { strict: options.strict, source: files.weightsPath });
+    return { model, files, report };
+  } catch (err) {
+    model.dispose();
+    throw err;
+  }
+}
+
+async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+  else await Deno.writeFile(tmp, data);
+  await fsyncFile(tmp);
+  await Deno.rename(tmp, path);
+}
+
+/**
+ * Writes a checkpoint directory (config.json, model.safetensors, distilbert_agnews.pt and, when given,
+ * the tokenizer files). Atomic as a whole: everything is written into a sibling temporary directory
+ * which then replaces `dir`, so a crash never leaves a half-written checkpoint behind.
+ */
+export async function saveCheckpoint(
+  dir: string,
+  model: DistilBertClassifier,
+  options: { tokenizer?: SavableTokenizer } = {},
+): Promise<void> {
+  const parent = dirname(dir);
+  await Deno.mkdir(parent, { recursive: true });
+  const staging = join(parent, `.${basename(dir)}.${Deno.pid}.staging`);
+  const retired = join(parent, `.${basename(dir)}.${Deno.pid}.old`);
+  await Deno.remove(staging, { recursive: true }).catch(() => {});
+  await Deno.mkdir(staging);
+  try {
+    await writeFileAtomic(
+      join(staging, "config.json"),
+      JSON.stringify(configToJson(model.config), null, 2) + "\n",
+    );
+    await writeFileAtomic(join(staging, "model.safetensors"), writeSafetensors(model.stateDict()));
+    await model.savePt(join(staging, PT_FILE));
+    if (options.tokenizer) await options.tokenizer.saveHuggingFace(staging);
+    // Two renames: the old checkpoint (if any) steps aside, the new one takes its name.
+    const hadOld = await isDirectory(dir);
+    if (hadOld) await Deno.rename(dir, retired);
+    await Deno.rename(staging, dir);
+    if (hadOld) await Deno.remove(retired, { recursive: true });
+  } catch (err) {
+    await Deno.remove(staging, { recursive: true }).catch(() => {});
+    throw err;
+  }
+}

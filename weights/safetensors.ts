@@ -1,0 +1,109 @@
+/**
+ * Reading and writing Hugging Face safetensors files: an 8-byte little-endian header length, a JSON
+ * header `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}`, then the raw bytes.
+ * @module
+ */
+
+import { type DType, DTYPE_SIZE, numel, type StateDict } from "./tensor.ts";
+
+/** Largest header accepted (the format's own limit is 100 MB). */
+const MAX_HEADER_BYTES = 100_000_000;
+
+function fail(source: string, message: string): never {
+  throw new Error(`${source}: not a valid safetensors file: ${message}`);
+}
+
+/**
+ * Parses safetensors bytes into a state_dict. Tensor data are views into `bytes` (no copy).
+ * @param source a name for error messages, usually the file path.
+ */
+export function readSafetensors(bytes: Uint8Array, source = "safetensors"): StateDict {
+  if (bytes.length < 8) fail(source, `only ${bytes.length} bytes`);
+  const headerLength = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, bytes.length - 8))) {
+    fail(
+      source,
+      `header length ${headerLength} exceeds the file (${bytes.length} bytes); truncated or corrupt`,
+    );
+  }
+  const dataStart = 8 + Number(headerLength);
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart)));
+  } catch (err) {
+    fail(source, `header is not JSON (${err instanceof Error ? err.message : err})`);
+  }
+  if (typeof header !== "object" || header === null || Array.isArray(header)) {
+    fail(source, "header is not an object");
+  }
+  const dataLength = bytes.length - dataStart;
+  const state: StateDict = new Map();
+  for (const [name, info] of Object.entries(header as Record<string, unknown>)) {
+    if (name === "__metadata__") continue;
+    const { dtype, shape, data_offsets: offsets } = (info ?? {}) as Record<string, unknown>;
+    if (typeof dtype !== "string" || !(dtype in DTYPE_SIZE)) {
+      fail(source, `${name}: unsupported dtype ${dtype}`);
+    }
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+      fail(source, `${name}: bad shape ${JSON.stringify(shape)}`);
+    }
+    if (
+      !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isInteger(o) && o >= 0)
+    ) {
+      fail(source, `${name}: bad data_offsets ${JSON.stringify(offsets)}`);
+    }
+    const [begin, end] = offsets as number[];
+    const expected = numel(shape) * DTYPE_SIZE[dtype as DType];
+    if (end - begin !== expected) fail(source, `${name}: ${end - begin} bytes for ${expected} expected`);
+    if (end > dataLength) {
+      fail(source, `${name}: data ends at ${end}, past the file's ${dataLength} data bytes`);
+    }
+    state.set(name, {
+      dtype: dtype as DType,
+      shape: shape as number[],
+      data: bytes.subarray(dataStart + begin, dataStart + end),
+    });
+  }
+  return state;
+}
+
+/** Reads a .safetensors file. */
+export async function loadSafetensors(path: string): Promise<StateDict> {
+  return readSafetensors(await Deno.readFile(path), path);
+}
+
+/**
+ * Serialises a state_dict as safetensors (tensors in the map's order, header padded with spaces to a
+ * multiple of 8 as the reference implementation does, so data stay aligned).
+ */
+export function writeSafetensors(
+  state: StateDict,
+  metadata: Record<string, string> = { format: "pt" },
+): Uint8Array {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  for (const [name, t] of state) {
+    const size = numel(t.shape) * DTYPE_SIZE[t.dtype];
+    if (t.data.byteLength !== size) {
+      throw new Error(`${name}: ${t.data.byteLength} bytes for shape [${t.shape}]`);
+    }
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + size] };
+    offset += size;
+  }
+  let json = new TextEncoder().encode(JSON.stringify(header));
+  const padded = Math.ceil(json.length / 8) * 8;
+  if (padded !== json.length) {
+    const spaces = new Uint8Array(padded).fill(0x20);
+    spaces.set(json);
+    json = spaces;
+  }
+  const out = new Uint8Array(8 + json.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
+  out.set(json, 8);
+  let at = 8 + json.length;
+  for (const t of state.values()) {
+    out.set(t.data, at);
+    at += t.data.byteLength;
+  }
+  return out;
+}
