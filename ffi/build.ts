@@ -57,8 +57,30 @@ async function isLibtorchRoot(root: string): Promise<boolean> {
   return await exists(join(root, "include", "torch")) && await exists(join(root, "lib", "libtorch.so"));
 }
 
-async function venvTorch(): Promise<string | undefined> {
-  const lib = join(ROOT, ".venv", "lib");
+/** Where {@link findLibtorch} looks; tests point it elsewhere. */
+export interface LibtorchSearch {
+  /** Value of the LIBTORCH variable, if set. */
+  env?: string;
+  /** The project's virtualenv. */
+  venv: string;
+  /** The Python interpreter whose torch to use. */
+  python: string;
+  /** Folders that may hold an unpacked libtorch archive. */
+  archives: string[];
+}
+
+/** The search a user gets: LIBTORCH, .venv, $PYTHON or python3, the usual archive folders. */
+export function defaultSearch(): LibtorchSearch {
+  return {
+    env: Deno.env.get("LIBTORCH"),
+    venv: join(ROOT, ".venv"),
+    python: Deno.env.get("PYTHON") ?? "python3",
+    archives: [join(ROOT, "libtorch"), join(homedir(), "libtorch"), "/opt/libtorch", "/usr/local/libtorch"],
+  };
+}
+
+async function venvTorch(venv: string): Promise<string | undefined> {
+  const lib = join(venv, "lib");
   if (!await exists(lib)) return undefined;
   for await (const entry of Deno.readDir(lib)) {
     const candidate = join(lib, entry.name, "site-packages", "torch");
@@ -67,8 +89,7 @@ async function venvTorch(): Promise<string | undefined> {
   return undefined;
 }
 
-async function pythonTorch(): Promise<string | undefined> {
-  const python = Deno.env.get("PYTHON") ?? "python3";
+async function pythonTorch(python: string): Promise<string | undefined> {
   // find_spec locates the package without importing torch (which takes seconds).
   const code =
     "import importlib.util as u; s = u.find_spec('torch'); print(s.submodule_search_locations[0] if s else '')";
@@ -80,11 +101,6 @@ async function pythonTorch(): Promise<string | undefined> {
   } catch {
     return undefined; // no such interpreter
   }
-}
-
-/** Where each libtorch source would be, for the "not found" message too. */
-function archiveCandidates(): string[] {
-  return [join(ROOT, "libtorch"), join(homedir(), "libtorch"), "/opt/libtorch", "/usr/local/libtorch"];
 }
 
 async function readVersion(root: string): Promise<string> {
@@ -121,29 +137,28 @@ async function describe(root: string, foundVia: string): Promise<Libtorch> {
 }
 
 /** Finds libtorch (see the module docs for the search order), or throws an Error saying how to get one. */
-export async function findLibtorch(): Promise<Libtorch> {
-  const fromEnv = Deno.env.get("LIBTORCH");
-  if (fromEnv) {
-    if (await isLibtorchRoot(fromEnv)) return describe(fromEnv, "LIBTORCH");
+export async function findLibtorch(search: LibtorchSearch = defaultSearch()): Promise<Libtorch> {
+  if (search.env) {
+    if (await isLibtorchRoot(search.env)) return describe(search.env, "LIBTORCH");
     throw new Error(
-      `LIBTORCH=${fromEnv} is not a libtorch folder (expected include/torch and lib/libtorch.so)`,
+      `LIBTORCH=${search.env} is not a libtorch folder (expected include/torch and lib/libtorch.so)`,
     );
   }
-  const venv = await venvTorch();
+  const venv = await venvTorch(search.venv);
   if (venv) return describe(venv, "the project virtualenv (.venv)");
-  const python = await pythonTorch();
-  if (python) return describe(python, "the active Python's torch");
-  for (const dir of archiveCandidates()) {
+  const python = await pythonTorch(search.python);
+  if (python) return describe(python, `the torch of ${search.python}`);
+  for (const dir of search.archives) {
     if (await isLibtorchRoot(dir)) return describe(dir, "an unpacked archive");
   }
   throw new Error(
     [
       "libtorch not found. Looked for:",
       "  - the LIBTORCH environment variable (unset)",
-      `  - a torch package in ${join(ROOT, ".venv")}`,
-      `  - torch in the active Python (${Deno.env.get("PYTHON") ?? "python3"})`,
-      ...archiveCandidates().map((d) => `  - an unpacked libtorch archive in ${d}`),
-      "Get one with `deno task setup` (makes .venv with torch==2.11.0), `pip install torch==2.11.0`,",
+      `  - a torch package in the virtualenv ${search.venv}`,
+      `  - torch in the Python interpreter ${search.python} (set PYTHON to use another)`,
+      ...search.archives.map((d) => `  - an unpacked libtorch archive in ${d}`),
+      "Get one with `./setup.sh` (makes .venv with torch==2.11.0), `pip install torch==2.11.0`,",
       "or unpack a libtorch zip from pytorch.org and set LIBTORCH to its folder.",
     ].join("\n"),
   );

@@ -1,0 +1,83 @@
+// The predict command as a user runs it: a real process, a real checkpoint, JSON lines out.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DistilBertClassifier } from "./ffi/model.ts";
+import { BertTokenizer } from "./data/tokenizer.ts";
+import { saveCheckpoint } from "./weights/checkpoint.ts";
+import { TextClassifier } from "./inference.ts";
+import { tempDir, tinyConfig } from "./tests/helpers.ts";
+
+async function predict(args: string[], stdin?: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "predict.ts", ...args],
+    cwd: new URL(".", import.meta.url),
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(stdin));
+    await writer.close();
+  }
+  const out = await child.output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+Deno.test("predict prints one JSON line per text, equal to in-process classification", async () => {
+  await using tmp = await tempDir();
+  const dir = join(tmp.path, "ckpt");
+  // The real vocabulary with a small model: ids up to 30521 must fit the embedding.
+  using model = await DistilBertClassifier.create(tinyConfig({ vocab_size: 30522 }), {
+    device: "cpu",
+    seed: 3,
+  });
+  await saveCheckpoint(dir, model, { tokenizer: await BertTokenizer.bundled() });
+  const texts = [
+    "Oil prices climb as supply fears grow",
+    "Late goal wins the derby",
+    "New chip doubles AI speed",
+  ];
+  const run = await predict(["--checkpoint", dir, ...texts]);
+  assert.equal(run.code, 0, run.stderr);
+  const lines = run.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  assert.equal(lines.length, 3);
+  using classifier = await TextClassifier.load(dir, { device: "cpu" });
+  const expected = classifier.classify(texts);
+  lines.forEach((line, i) => {
+    assert.equal(line.text, texts[i]);
+    assert.deepEqual(Object.keys(line.probabilities), ["World", "Sports", "Business", "Sci/Tech"]);
+    assert.equal(line.label, expected[i].label);
+    assert.equal(line.label_id, expected[i].label_id);
+    assert.ok(Math.abs(line.confidence - expected[i].confidence) < 1e-6);
+    const sum = Object.values(line.probabilities as Record<string, number>).reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(sum - 1) < 1e-5);
+  });
+  // Lines on stdin work the same way; blank lines are skipped.
+  const piped = await predict(["--checkpoint", dir], texts.join("\n") + "\n\n");
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.equal(piped.stdout.trim().split("\n").length, 3);
+});
+
+Deno.test("predict fails cleanly: usage errors exit 2, a missing or corrupt checkpoint exits 1", async () => {
+  await using tmp = await tempDir();
+  const missing = await predict(["--checkpoint", join(tmp.path, "nope"), "text"]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /checkpoint not found/);
+  assert.doesNotMatch(missing.stderr, /    at /, "no stack trace");
+  const flag = await predict(["--bogus", "text"]);
+  assert.equal(flag.code, 2);
+  assert.match(flag.stderr, /Unknown option '--bogus'[\s\S]*Usage:/);
+  const badInt = await predict(["--max-length", "zero", "text"]);
+  assert.equal(badInt.code, 2);
+  assert.match(badInt.stderr, /--max-length must be a positive integer/);
+  const noText = await predict(["--checkpoint", tmp.path], "");
+  assert.equal(noText.code, 2);
+  assert.match(noText.stderr, /no text to classify/);
+  await Deno.writeTextFile(join(tmp.path, "config.json"), "{}");
+  await Deno.writeFile(join(tmp.path, "model.safetensors"), new Uint8Array([1, 2, 3]));
+  const corrupt = await predict(["--checkpoint", tmp.path, "text"]);
+  assert.equal(corrupt.code, 1);
+  assert.match(corrupt.stderr, /not a valid safetensors file/);
+});

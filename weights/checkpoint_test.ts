@@ -1,0 +1,171 @@
+// Checkpoint round trips with the Python ecosystem, and what happens to broken checkpoints.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { DistilBertClassifier, setNumThreads } from "../ffi/model.ts";
+import { loadModel, locateCheckpoint, PT_FILE, saveCheckpoint } from "./checkpoint.ts";
+import {
+  assertClose,
+  hfConfigJson,
+  makeBatch,
+  readLogits,
+  reference,
+  tempDir,
+  tinyConfig,
+  venvPython,
+  writeBatchJson,
+} from "../tests/helpers.ts";
+
+await setNumThreads(2);
+
+Deno.test("our checkpoint → torch.load(weights_only=True) → load_state_dict(strict=True) → same logits", async () => {
+  await using tmp = await tempDir();
+  const config = tinyConfig();
+  using model = await DistilBertClassifier.create(config, { device: "cpu", seed: 31 });
+  // Train a little so the weights are not just the initialisation.
+  const batch = makeBatch(config, 4, 12, 8);
+  for (let i = 0; i < 3; i++) model.trainStep(batch, { lr: 1e-2 });
+  const dir = join(tmp.path, "ckpt");
+  await saveCheckpoint(dir, model);
+  await writeBatchJson(join(tmp.path, "batch.json"), batch);
+  const ours = model.predict(batch).logits;
+  // The .pt state_dict, read by torch.load with weights_only=True and loaded strictly.
+  await reference(
+    "load-pt",
+    "--pt",
+    join(dir, PT_FILE),
+    "--config",
+    dir,
+    "--batch",
+    join(tmp.path, "batch.json"),
+    "--out",
+    join(tmp.path, "pt.json"),
+  );
+  assertClose(ours, await readLogits(join(tmp.path, "pt.json")), 1e-5, "logits via .pt");
+  // The whole directory through transformers' from_pretrained (safetensors + config.json).
+  await reference(
+    "logits",
+    "--model",
+    dir,
+    "--batch",
+    join(tmp.path, "batch.json"),
+    "--out",
+    join(tmp.path, "d.json"),
+  );
+  assertClose(ours, await readLogits(join(tmp.path, "d.json")), 1e-5, "logits via from_pretrained");
+  // And back into DistriNews from each weights file: bit-identical.
+  for (const file of ["model.safetensors", PT_FILE]) {
+    const loaded = await loadModel(join(dir, file), { device: "cpu" });
+    using again = loaded.model;
+    assert.deepEqual(again.predict(batch).logits, ours, file);
+  }
+});
+
+Deno.test("transformers' save_pretrained (safetensors and pytorch_model.bin) → our load → same logits", async () => {
+  await using tmp = await tempDir();
+  const config = tinyConfig();
+  await Deno.writeTextFile(join(tmp.path, "cfg.json"), JSON.stringify(hfConfigJson(config)));
+  await reference(
+    "make",
+    "--config",
+    join(tmp.path, "cfg.json"),
+    "--seed",
+    "4",
+    "--out",
+    join(tmp.path, "hf"),
+  );
+  const batch = makeBatch(config, 3, 10, 2);
+  await writeBatchJson(join(tmp.path, "batch.json"), batch);
+  await reference(
+    "logits",
+    "--model",
+    join(tmp.path, "hf"),
+    "--batch",
+    join(tmp.path, "batch.json"),
+    "--out",
+    join(tmp.path, "ref.json"),
+  );
+  const expected = await readLogits(join(tmp.path, "ref.json"));
+  const loaded = await loadModel(join(tmp.path, "hf"), { device: "cpu" });
+  using model = loaded.model;
+  assert.match(loaded.files.weightsPath, /model\.safetensors$/);
+  assertClose(model.predict(batch).logits, expected, 1e-5, "from safetensors");
+  // The same weights as a torch.save'd OrderedDict (HF's .bin): libtorch's C++ unpickler cannot read
+  // those, our TypeScript reader can.
+  const py = [
+    "import sys, torch",
+    "from transformers import DistilBertForSequenceClassification as M",
+    "m = M.from_pretrained(sys.argv[1])",
+    "torch.save(m.state_dict(), sys.argv[2])",
+  ].join("\n");
+  const bin = join(tmp.path, "hf", "pytorch_model.bin");
+  const out = await new Deno.Command(venvPython(), {
+    args: ["-c", py, join(tmp.path, "hf"), bin],
+    stderr: "piped",
+  })
+    .output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  const fromBin = await loadModel(bin, { device: "cpu" });
+  using binModel = fromBin.model;
+  assertClose(binModel.predict(batch).logits, expected, 1e-5, "from pytorch_model.bin");
+});
+
+Deno.test("broken checkpoints fail with a clear message and nothing crashes", async () => {
+  await using tmp = await tempDir();
+  const config = tinyConfig();
+  using model = await DistilBertClassifier.create(config, { device: "cpu" });
+  const dir = join(tmp.path, "ok");
+  await saveCheckpoint(dir, model);
+  const corrupt = async (name: string, mutate: (bytes: Uint8Array) => Uint8Array) => {
+    const bad = join(tmp.path, name);
+    await Deno.mkdir(bad);
+    await Deno.copyFile(join(dir, "config.json"), join(bad, "config.json"));
+    for (const file of ["model.safetensors", PT_FILE]) {
+      await Deno.writeFile(join(bad, file), mutate(await Deno.readFile(join(dir, file))));
+    }
+    return bad;
+  };
+  const truncated = await corrupt("truncated", (b) => b.subarray(0, Math.floor(b.length / 2)));
+  await assert.rejects(() => loadModel(truncated), /truncated|exceeds the file|past the file/);
+  await assert.rejects(() => loadModel(join(truncated, PT_FILE)), new RegExp(PT_FILE));
+  const garbage = await corrupt("garbage", (b) => b.map((_, i) => (i * 131) & 0xff));
+  await assert.rejects(() => loadModel(garbage), /not a valid safetensors file/);
+  await assert.rejects(() => loadModel(join(tmp.path, "missing")), /checkpoint not found/);
+  await assert.rejects(() => locateCheckpoint(tmp.path), /no config\.json/);
+  // Wrong architecture: weights of another shape are named, with both shapes.
+  const wide = await DistilBertClassifier.create(tinyConfig({ dim: 64, n_heads: 4 }), { device: "cpu" });
+  const wideDir = join(tmp.path, "wide");
+  await saveCheckpoint(wideDir, wide);
+  wide.dispose();
+  await Deno.copyFile(join(dir, "config.json"), join(wideDir, "config.json"));
+  await assert.rejects(
+    () => loadModel(wideDir),
+    /pre_classifier\.weight: shape \[64,64\] in .*, \[32,32\] in the model/,
+  );
+  // A config that is not DistilBERT.
+  await Deno.writeTextFile(join(wideDir, "config.json"), JSON.stringify({ model_type: "bert" }));
+  await assert.rejects(() => loadModel(wideDir), /only "distilbert" is supported/);
+  await Deno.writeTextFile(join(wideDir, "config.json"), "{not json");
+  await assert.rejects(() => loadModel(wideDir), /not valid JSON/);
+  // The process is still fine.
+  assert.equal(model.predict(makeBatch(config, 1, 4)).logits.length, 4);
+});
+
+Deno.test("saveCheckpoint replaces an existing directory whole and leaves no temporary files", async () => {
+  await using tmp = await tempDir();
+  const dir = join(tmp.path, "ckpt");
+  using a = await DistilBertClassifier.create(tinyConfig(), { device: "cpu", seed: 1 });
+  using b = await DistilBertClassifier.create(tinyConfig(), { device: "cpu", seed: 2 });
+  await saveCheckpoint(dir, a);
+  await Deno.writeTextFile(join(dir, "stale.txt"), "from an older run");
+  await saveCheckpoint(dir, b);
+  const names = [];
+  for await (const e of Deno.readDir(tmp.path)) names.push(e.name);
+  assert.deepEqual(names, ["ckpt"]);
+  const files = [];
+  for await (const e of Deno.readDir(dir)) files.push(e.name);
+  assert.deepEqual(files.sort(), ["config.json", "distilbert_agnews.pt", "model.safetensors"]);
+  const batch = makeBatch(tinyConfig(), 2, 6);
+  const loaded = await loadModel(dir, { device: "cpu" });
+  using reloaded = loaded.model;
+  assert.deepEqual(reloaded.predict(batch).logits, b.predict(batch).logits);
+});
