@@ -65,7 +65,7 @@ Deno.test("predict fails cleanly: usage errors exit 2, a missing or corrupt chec
   const missing = await predict(["--checkpoint", join(tmp.path, "nope"), "text"]);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /checkpoint not found/);
-  assert.doesNotMatch(missing.stderr, /    at /, "no stack trace");
+  assert.doesNotMatch(missing.stderr, / {4}at /, "no stack trace");
   const flag = await predict(["--bogus", "text"]);
   assert.equal(flag.code, 2);
   assert.match(flag.stderr, /Unknown option '--bogus'[\s\S]*Usage:/);

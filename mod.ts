@@ -1,0 +1,51 @@
+/**
+ * DistriNews: fine-tune DistilBERT for AG News topic classification with libtorch behind a thin C ABI,
+ * on one device or many (DistributedDataParallel), and serve it over HTTP.
+ *
+ * This module is the public API; it only re-exports.
+ * @module
+ */
+
+export {
+  AG_NEWS_LABELS,
+  configToJson,
+  DISTILBERT_BASE_UNCASED,
+  DISTILBERT_SMALL,
+  type DistilBertConfig,
+  parseConfig,
+  PRESETS,
+  validateConfig,
+} from "./ffi/config.ts";
+export {
+  type Batch,
+  cudaDeviceCount,
+  type DeviceSpec,
+  DistilBertClassifier,
+  getNumThreads,
+  type LabeledBatch,
+  type LoadReport,
+  manualSeed,
+  type OptimizerOptions,
+  type ParamInfo,
+  type Prediction,
+  setNumThreads,
+  type StepOptions,
+  type StepResult,
+  torchVersion,
+} from "./ffi/model.ts";
+export { NativeError } from "./ffi/lib.ts";
+export { type BuildResult, buildShim, findLibtorch, type Libtorch } from "./ffi/build.ts";
+export { type DType, type RawTensor, type StateDict } from "./weights/tensor.ts";
+export { loadSafetensors, readSafetensors, writeSafetensors } from "./weights/safetensors.ts";
+export { loadTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "./weights/torch_pickle.ts";
+export {
+  loadConfig,
+  loadModel,
+  loadStateDictFile,
+  locateCheckpoint,
+  PT_FILE,
+  saveCheckpoint,
+} from "./weights/checkpoint.ts";
+export { BertTokenizer, type EncodeOptions, type Encoding } from "./data/tokenizer.ts";
+export { collate, type CollateOptions } from "./data/collate.ts";
+export { type ClassifyOptions, TextClassifier, type TopicPrediction } from "./inference.ts";
