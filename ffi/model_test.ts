@@ -1,6 +1,7 @@
 // The native model against transformers' DistilBertForSequenceClassification (the venv's Python is the
 // reference), plus determinism, overfitting and bad input.
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { DISTILBERT_BASE_UNCASED } from "./config.ts";
 import { DistilBertClassifier, type LabeledBatch, setNumThreads } from "./model.ts";
@@ -212,6 +213,9 @@ Deno.test("bad input raises a clear Error and the process keeps working", async 
   );
   expectError(() => model.predict({ ...good, attentionMask: new Uint8Array(16) }), /at least one unmasked/);
   expectError(() => model.predict({ ...good, batchSize: 0 }), /positive integers/);
+  expectError(() => model.predict(good, { bf16: true }), /bf16 autocast is only supported on CUDA/);
+  expectError(() => model.trainStep(good, { lr: -1 }), /learning rate must be >= 0/);
+  expectError(() => model.configureOptimizer({ beta1: 1 }), /betas must be in \[0, 1\)/);
   // Errors raised in C++ arrive as NativeError with the libtorch-side message, no backtrace.
   try {
     model.predict({ ...good, inputIds: ids });
@@ -252,4 +256,33 @@ Deno.test("a state_dict survives our safetensors writer and reader bit for bit",
   copy.loadStateDict(await loadSafetensors(path));
   const batch = makeBatch(tinyConfig(), 3, 9);
   assert.deepEqual(copy.predict(batch).logits, model.predict(batch).logits);
+});
+
+Deno.test("non-strict loading takes a bare DistilBertModel backbone and reports what it skipped", async () => {
+  const config = tinyConfig();
+  using source = await DistilBertClassifier.create(config, { device: "cpu", seed: 10 });
+  // A pretrained backbone as the hub ships it: no "distilbert." prefix, no classifier, an LM head instead.
+  const backbone = new Map();
+  for (const [name, t] of source.stateDict()) {
+    if (name.startsWith("distilbert.")) backbone.set(name.slice("distilbert.".length), t);
+  }
+  backbone.set("vocab_transform.weight", source.stateDict().get("pre_classifier.weight")!);
+  backbone.set("embeddings.position_ids", { dtype: "I64", shape: [1, 32], data: new Uint8Array(256) });
+  using target = await DistilBertClassifier.create(config, { device: "cpu", seed: 11 });
+  assert.throws(() => target.loadStateDict(backbone), /missing keys \(40\)[\s\S]*unexpected keys \(37\)/);
+  const report = target.loadStateDict(backbone, { strict: false });
+  assert.deepEqual(report.missing, [
+    "pre_classifier.weight",
+    "pre_classifier.bias",
+    "classifier.weight",
+    "classifier.bias",
+  ]);
+  assert.deepEqual(report.unexpected, ["vocab_transform.weight"]);
+  const a = source.stateDict(), b = target.stateDict();
+  for (const [name, t] of b) {
+    const equal = Buffer.from(t.data).equals(Buffer.from(a.get(name)!.data));
+    // The backbone came over; the freshly initialised head kept its own (non-zero) weights.
+    if (name.startsWith("distilbert.")) assert.ok(equal, name);
+    else if (name.endsWith(".weight")) assert.ok(!equal, name);
+  }
 });
