@@ -184,6 +184,9 @@ export class DistilBertClassifier implements Disposable {
   /** CUDA device index, or -1 for the CPU. */
   readonly deviceIndex: number;
   #handle: Deno.PointerValue;
+  // Nonblocking calls still running on worker threads; the native model is freed only after the last.
+  #inFlight = 0;
+  #disposed = false;
   #params: ParamInfo[] | undefined;
   // Result struct reused across steps (dn_step_result: two doubles, two int64).
   #stepOut = new ArrayBuffer(32);
@@ -233,7 +236,7 @@ export class DistilBertClassifier implements Disposable {
   }
 
   #live(): Deno.PointerValue {
-    if (this.#handle === null) throw new Error("this model has been disposed");
+    if (this.#disposed || this.#handle === null) throw new Error("this model has been disposed");
     return this.#handle;
   }
 
@@ -241,10 +244,32 @@ export class DistilBertClassifier implements Disposable {
     check(call, status, this.#handle);
   }
 
-  /** Frees the native model. Safe to call twice. */
+  /**
+   * Frees the native model. Safe to call twice, and while a nonblocking call is still running: then the
+   * memory is released when that call returns (freeing it under a running call would crash the process).
+   */
   dispose(): void {
-    if (this.#handle !== null) native().dn_model_free(this.#handle);
-    this.#handle = null;
+    this.#disposed = true;
+    if (this.#inFlight === 0 && this.#handle !== null) {
+      native().dn_model_free(this.#handle);
+      this.#handle = null;
+    }
+  }
+
+  /** Runs a nonblocking native call, keeping the model alive until it returns. */
+  async #nonblocking(call: string, run: () => Promise<number>): Promise<void> {
+    this.#inFlight++;
+    let status: number;
+    try {
+      status = await run();
+    } finally {
+      this.#inFlight--;
+    }
+    try {
+      this.#check(call, status);
+    } finally {
+      if (this.#disposed) this.dispose();
+    }
   }
 
   [Symbol.dispose](): void {
@@ -415,7 +440,7 @@ export class DistilBertClassifier implements Disposable {
   /** {@link trainStep} on a worker thread: the event loop stays free (progress bars, signals, servers). */
   async trainStepAsync(batch: LabeledBatch, options: StepOptions): Promise<StepResult> {
     const args = this.#stepArgs(batch, options);
-    this.#check("dn_train_step", await native().dn_train_step_async(...args));
+    await this.#nonblocking("dn_train_step", () => native().dn_train_step_async(...args));
     return this.#stepResult();
   }
 
@@ -446,7 +471,7 @@ export class DistilBertClassifier implements Disposable {
   /** {@link predict} on a worker thread, for servers: the event loop never waits on libtorch. */
   async predictAsync(batch: Batch, options: { bf16?: boolean } = {}): Promise<Prediction> {
     const { args, out } = this.#predictArgs(batch, options.bf16 ?? false);
-    this.#check("dn_predict", await native().dn_predict_async(...args));
+    await this.#nonblocking("dn_predict", () => native().dn_predict_async(...args));
     return out;
   }
 }

@@ -286,3 +286,16 @@ Deno.test("non-strict loading takes a bare DistilBertModel backbone and reports 
     else if (name.endsWith(".weight")) assert.ok(!equal, name);
   }
 });
+
+Deno.test("disposing during a nonblocking call frees the model only after the call returns", async () => {
+  const config = tinyConfig();
+  const model = await DistilBertClassifier.create(config, { device: "cpu" });
+  const batch = makeBatch(config, 8, 32, 6);
+  const pending = [model.predictAsync(batch), model.trainStepAsync(batch, { lr: 1e-3 })];
+  model.dispose();
+  const [prediction, step] = await Promise.all(pending);
+  assert.equal((prediction as { logits: Float32Array }).logits.length, 32);
+  assert.ok(Number.isFinite((step as { loss: number }).loss));
+  assert.throws(() => model.predict(batch), /disposed/);
+  await assert.rejects(() => model.predictAsync(batch), /disposed/);
+});
