@@ -101,7 +101,9 @@ async function main() {
   const lines = [
     `# CPU training step and inference: DistriNews vs Python PyTorch`,
     "",
-    `Measured by \`deno task bench\` (benchmarks/train_step_cpu.ts) on ${new Date().toISOString().slice(0, 10)}.`,
+    `Measured by \`deno task bench\` (benchmarks/train_step_cpu.ts) on ${
+      new Date().toISOString().slice(0, 10)
+    }.`,
     "",
     `- Hardware: ${hardware}`,
     `- Versions: ${versions}`,
@@ -112,7 +114,9 @@ async function main() {
     "",
     "| | DistriNews ms | Python PyTorch ms | ratio (ours / Python) |",
     "|---|---:|---:|---:|",
-    ...rows.map((r) => `| ${r.what} | ${r.ours.toFixed(1)} | ${r.python.toFixed(1)} | ${(r.ours / r.python).toFixed(3)} |`),
+    ...rows.map((r) =>
+      `| ${r.what} | ${r.ours.toFixed(1)} | ${r.python.toFixed(1)} | ${(r.ours / r.python).toFixed(3)} |`
+    ),
     "",
   ];
   console.log(lines.join("\n"));
@@ -120,7 +124,8 @@ async function main() {
   await Deno.writeTextFile(join(values.out!, "train_step_cpu.md"), lines.join("\n"));
   await Deno.writeTextFile(
     join(values.out!, "train_step_cpu.json"),
-    JSON.stringify({ hardware, versions, threads, batch: BATCH, seq: SEQ, ours, python, rows }, null, 2) + "\n",
+    JSON.stringify({ hardware, versions, threads, batch: BATCH, seq: SEQ, ours, python, rows }, null, 2) +
+      "\n",
   );
 }
 
