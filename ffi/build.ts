@@ -20,8 +20,8 @@ const FFI_DIR = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(FFI_DIR);
 const SHIM_DIR = join(FFI_DIR, "shim");
 const BUILD_DIR = join(FFI_DIR, "build");
-const SOURCES = ["distilbert.cpp", "capi.cpp"];
-const HEADERS = ["distrinews.h", "distilbert.h"];
+const SOURCES = ["distilbert.cpp", "optim.cpp", "capi.cpp"];
+const HEADERS = ["distrinews.h", "distilbert.h", "optim.h"];
 
 /** A libtorch installation the shim can compile and link against. */
 export interface Libtorch {

@@ -5,8 +5,6 @@
 #include <c10/core/DeviceGuard.h>
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adamw.h>
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/export.h>
 #include <torch/csrc/jit/serialization/pickler.h>
@@ -27,6 +25,7 @@
 #include <vector>
 
 #include "distilbert.h"
+#include "optim.h"
 #include "distrinews.h"
 
 using distrinews::DistilBertForSequenceClassification;
@@ -36,7 +35,7 @@ struct dn_model {
   torch::Device device;
   DistilBertForSequenceClassification net;
   std::vector<std::pair<std::string, torch::Tensor>> params;  // state_dict order
-  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::unique_ptr<distrinews::AdamW> optimizer;
   // This model's own random stream (dropout), so two models in one process never perturb each other and
   // a run is reproducible from its seed alone. Swapped into the device's default generator per step.
   at::Tensor rng_state;
@@ -168,32 +167,25 @@ bool use_bf16(const dn_model& m, int32_t flags) {
   return true;
 }
 
-std::vector<torch::optim::OptimizerParamGroup> adamw_groups(dn_model& m, double weight_decay, double beta1,
-                                                            double beta2, double eps) {
-  // Hugging Face's Trainer decays weight matrices only: biases and LayerNorm weights (1-D tensors here)
-  // keep their value scale.
-  std::vector<torch::Tensor> decay, no_decay;
-  for (auto& [name, p] : m.params) {
-    const bool is_norm = name.find("LayerNorm") != std::string::npos || name.find("layer_norm") != std::string::npos;
-    const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    (is_norm || is_bias ? no_decay : decay).push_back(p);
-  }
-  auto opts = [&](double wd) {
-    return std::make_unique<torch::optim::AdamWOptions>(
-        torch::optim::AdamWOptions(0.0).betas({beta1, beta2}).eps(eps).weight_decay(wd));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, opts(weight_decay));
-  groups.emplace_back(no_decay, opts(0.0));
-  return groups;
-}
-
 void configure_optimizer(dn_model& m, double weight_decay, double beta1, double beta2, double eps) {
   require(weight_decay >= 0.0, "weight_decay must be >= 0");
   require(beta1 >= 0.0 && beta1 < 1.0 && beta2 >= 0.0 && beta2 < 1.0, "AdamW betas must be in [0, 1)");
   require(eps > 0.0, "AdamW eps must be > 0");
-  m.optimizer = std::make_unique<torch::optim::AdamW>(adamw_groups(m, weight_decay, beta1, beta2, eps),
-                                                      torch::optim::AdamWOptions(0.0));
+  // Hugging Face's Trainer decays weight matrices only: biases and LayerNorm weights keep their scale.
+  std::vector<distrinews::AdamW::Group> groups(2);
+  groups[0].weight_decay = weight_decay;
+  for (auto& [name, p] : m.params) {
+    const bool is_norm = name.find("LayerNorm") != std::string::npos || name.find("layer_norm") != std::string::npos;
+    const bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    auto& g = groups[is_norm || is_bias ? 1 : 0];
+    g.params.push_back(p);
+  }
+  for (auto& g : groups) {
+    g.exp_avgs.resize(g.params.size());
+    g.exp_avg_sqs.resize(g.params.size());
+    g.steps.resize(g.params.size());
+  }
+  m.optimizer = std::make_unique<distrinews::AdamW>(std::move(groups), beta1, beta2, eps);
 }
 
 dn_model& checked(dn_model* model) {
@@ -404,13 +396,13 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
 
     double grad_norm = 0.0;
     if (flags & DN_STEP_APPLY) {
-      std::vector<torch::Tensor> params;
-      for (auto& item : m.params) params.push_back(item.second);
-      if (max_grad_norm > 0.0) grad_norm = torch::nn::utils::clip_grad_norm_(params, max_grad_norm);
-      for (auto& group : m.optimizer->param_groups())
-        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-      m.optimizer->step();
-      m.optimizer->zero_grad(/*set_to_none=*/true);
+      if (max_grad_norm > 0.0) {
+        std::vector<torch::Tensor> params;
+        for (auto& item : m.params) params.push_back(item.second);
+        grad_norm = distrinews::clip_grad_norm(params, max_grad_norm).item<double>();
+      }
+      m.optimizer->step(lr);
+      m.optimizer->zero_grad();
     }
     out->loss = loss.item<double>();
     out->grad_norm = grad_norm;

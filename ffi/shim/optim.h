@@ -1,0 +1,35 @@
+// The optimizer side of a training step: gradient clipping and AdamW, each a handful of multi-tensor
+// kernels instead of a loop over parameters (PyTorch's foreach/fused implementations, same math as
+// torch.nn.utils.clip_grad_norm_ and torch.optim.AdamW).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+namespace distrinews {
+
+// Scales gradients so that their total L2 norm is at most max_norm, as torch.nn.utils.clip_grad_norm_
+// (coefficient max_norm / (norm + 1e-6), clamped to 1). Returns the norm before clipping.
+at::Tensor clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
+
+// torch.optim.AdamW with fused=True: one kernel updates every parameter of a group. Parameters are split
+// into a decayed and a non-decayed group, as Hugging Face's Trainer does.
+class AdamW {
+ public:
+  struct Group {
+    std::vector<at::Tensor> params, exp_avgs, exp_avg_sqs, steps;
+    double weight_decay = 0.0;
+  };
+
+  AdamW(std::vector<Group> groups, double beta1, double beta2, double eps);
+  void step(double lr);
+  void zero_grad();
+
+ private:
+  std::vector<Group> groups_;
+  double beta1_, beta2_, eps_;
+};
+
+}  // namespace distrinews
