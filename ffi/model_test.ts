@@ -63,6 +63,14 @@ Deno.test("parity with transformers on a tiny config, padded batch (fp32, eval)"
   await parityCase(config, makeBatch(config, 5, 17, 7), 1e-5);
 });
 
+Deno.test("parity with transformers on a batch without padding (the unmasked attention path)", async () => {
+  const config = tinyConfig();
+  const batch = makeBatch(config, 3, 12, 21);
+  batch.attentionMask.fill(1);
+  for (let i = 0; i < batch.inputIds.length; i++) batch.inputIds[i] ||= 5;
+  await parityCase(config, batch, 1e-5);
+});
+
 Deno.test("parity with transformers on the full distilbert-base-uncased config", async () => {
   const config = { ...DISTILBERT_BASE_UNCASED, id2label: [...DISTILBERT_BASE_UNCASED.id2label] };
   await parityCase(config, makeBatch(config, 2, 24, 11), 1e-5);

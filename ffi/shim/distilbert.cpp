@@ -6,6 +6,7 @@
 #include <torch/nn/init.h>
 
 #include <cmath>
+#include <optional>
 
 namespace distrinews {
 
@@ -48,7 +49,10 @@ torch::Tensor MultiHeadSelfAttentionImpl::forward(const torch::Tensor& x, const 
   auto q = heads(q_lin(x)), k = heads(k_lin(x)), v = heads(v_lin(x));
   // One fused kernel for softmax(q k^T / sqrt(d) + mask) v, dropout included: PyTorch picks the flash or
   // memory-efficient kernel on GPUs and a fused CPU kernel otherwise. Scale 1/sqrt(head_dim) as HF's.
-  auto context = at::scaled_dot_product_attention(q, k, v, attend, is_training() ? attention_dropout : 0.0,
+  // An undefined mask means "attend everywhere" (no padding in the batch): the kernels' unmasked path.
+  std::optional<at::Tensor> mask;
+  if (attend.defined()) mask = attend;
+  auto context = at::scaled_dot_product_attention(q, k, v, mask, is_training() ? attention_dropout : 0.0,
                                                   /*is_causal=*/false, 1.0 / std::sqrt(double(head_dim)));
   return out_lin(context.transpose(1, 2).reshape({batch, seq, dim}));
 }
@@ -93,7 +97,9 @@ DistilBertModelImpl::DistilBertModelImpl(const dn_config& c) {
 
 torch::Tensor DistilBertModelImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
   // [B, S] -> [B, 1, 1, S]: every query position of every head sees the same key mask.
-  auto attend = attention_mask.view({attention_mask.size(0), 1, 1, attention_mask.size(1)});
+  torch::Tensor attend;
+  if (attention_mask.defined())
+    attend = attention_mask.view({attention_mask.size(0), 1, 1, attention_mask.size(1)});
   return transformer(embeddings(input_ids), attend);
 }
 

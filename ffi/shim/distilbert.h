@@ -28,7 +28,7 @@ TORCH_MODULE(Embeddings);
 
 struct MultiHeadSelfAttentionImpl : torch::nn::Module {
   MultiHeadSelfAttentionImpl(const dn_config& c);
-  // x [B, S, D]; attend [B, 1, 1, S] bool, true where a key may be attended to.
+  // x [B, S, D]; attend [B, 1, 1, S] bool, true where a key may be attended to (undefined: everywhere).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& attend);
   torch::nn::Linear q_lin{nullptr}, k_lin{nullptr}, v_lin{nullptr}, out_lin{nullptr};
   int64_t n_heads;
@@ -63,7 +63,8 @@ TORCH_MODULE(Transformer);
 
 struct DistilBertModelImpl : torch::nn::Module {
   DistilBertModelImpl(const dn_config& c);
-  // Returns the last hidden state [B, S, D]. attention_mask [B, S] bool (true = real token).
+  // Returns the last hidden state [B, S, D]. attention_mask [B, S] bool (true = real token), or an
+  // undefined tensor when every position is a real token.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
   Embeddings embeddings{nullptr};
   Transformer transformer{nullptr};
