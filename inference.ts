@@ -10,6 +10,7 @@ import { BertTokenizer } from "./data/tokenizer.ts";
 import { collate } from "./data/collate.ts";
 import type { DeviceSpec, DistilBertClassifier } from "./ffi/model.ts";
 import { type CheckpointFiles, loadModel } from "./weights/checkpoint.ts";
+import { exists } from "./util/fs.ts";
 
 /** One text's prediction, in the shape the CLI and the API print. */
 export interface TopicPrediction {
@@ -25,15 +26,6 @@ export interface ClassifyOptions {
   maxLength?: number;
   /** Texts per native call (default 32). */
   batchSize?: number;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** A loaded checkpoint ready to classify text. Dispose it to free the native model. */
@@ -58,7 +50,9 @@ export class TextClassifier implements Disposable {
     const { model, files } = await loadModel(path, { device: options.device });
     try {
       const hasVocab = await exists(join(files.dir, "vocab.txt"));
-      const tokenizer = hasVocab ? await BertTokenizer.fromHuggingFaceDir(files.dir) : await BertTokenizer.bundled();
+      const tokenizer = hasVocab
+        ? await BertTokenizer.fromHuggingFaceDir(files.dir)
+        : await BertTokenizer.bundled();
       if (tokenizer.vocabSize > model.config.vocab_size) {
         throw new Error(
           `tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${model.config.vocab_size}`,
@@ -102,13 +96,18 @@ export class TextClassifier implements Disposable {
     const out: TopicPrediction[] = [];
     for (let i = 0; i < texts.length; i += batchSize) {
       const chunk = texts.slice(i, i + batchSize);
-      out.push(...this.#results(this.model.predict(this.#encode(chunk, maxLength)).probabilities, chunk.length));
+      out.push(
+        ...this.#results(this.model.predict(this.#encode(chunk, maxLength)).probabilities, chunk.length),
+      );
     }
     return out;
   }
 
   /** {@link classify} with the native work on a worker thread (one batch: the caller batches). */
-  async classifyAsync(texts: readonly string[], options: { maxLength?: number } = {}): Promise<TopicPrediction[]> {
+  async classifyAsync(
+    texts: readonly string[],
+    options: { maxLength?: number } = {},
+  ): Promise<TopicPrediction[]> {
     const prediction = await this.model.predictAsync(this.#encode(texts, options.maxLength ?? 128));
     return this.#results(prediction.probabilities, texts.length);
   }

@@ -50,7 +50,9 @@ async function main(args: string[]): Promise<void> {
 
   using classifier = await TextClassifier.load(values.checkpoint!, { device: values.device });
   if (classifier.bundledTokenizer) {
-    console.error(`note: ${classifier.files.dir} has no vocab.txt; using the bundled BERT uncased vocabulary`);
+    console.error(
+      `note: ${classifier.files.dir} has no vocab.txt; using the bundled BERT uncased vocabulary`,
+    );
   }
   const results = classifier.classify(texts, { maxLength, batchSize });
   results.forEach((r, i) => console.log(JSON.stringify({ text: texts[i], ...r })));

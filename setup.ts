@@ -15,6 +15,7 @@ import { DistilBertClassifier, torchVersion } from "./ffi/model.ts";
 import { BertTokenizer } from "./data/tokenizer.ts";
 import { saveCheckpoint } from "./weights/checkpoint.ts";
 import { TextClassifier } from "./inference.ts";
+import { exists } from "./util/fs.ts";
 
 /** Where setup writes the demo checkpoint. */
 export const DEMO_CHECKPOINT = join("checkpoints", "demo-small-untrained");
@@ -23,15 +24,6 @@ const HEADLINES = [
   "Stocks rally as Federal Reserve signals pause in rate hikes",
   "Champions League: late goal sends holders into the quarter-finals",
 ];
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 if (import.meta.main) {
   try {
@@ -44,10 +36,14 @@ if (import.meta.main) {
     if (!await exists(DEMO_CHECKPOINT)) {
       using model = await DistilBertClassifier.create({ ...DISTILBERT_SMALL }, { device: "auto", seed: 42 });
       await saveCheckpoint(DEMO_CHECKPOINT, model, { tokenizer: await BertTokenizer.bundled() });
-      console.log(`setup: wrote an untrained ${model.parameterCount().toLocaleString()}-parameter demo checkpoint`);
+      console.log(
+        `setup: wrote an untrained ${model.parameterCount().toLocaleString()}-parameter demo checkpoint`,
+      );
     }
     using classifier = await TextClassifier.load(DEMO_CHECKPOINT);
-    console.log(`setup: predicting with ${DEMO_CHECKPOINT} on ${classifier.model.device} (untrained: labels are arbitrary)`);
+    console.log(
+      `setup: predicting with ${DEMO_CHECKPOINT} on ${classifier.model.device} (untrained: labels are arbitrary)`,
+    );
     const results = classifier.classify(HEADLINES);
     results.forEach((r, i) => console.log(JSON.stringify({ text: HEADLINES[i], ...r })));
     console.log("setup: done. Run the tests with: deno task test");

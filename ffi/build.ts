@@ -15,6 +15,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { homedir } from "node:os";
+import { exists } from "../util/fs.ts";
 
 const FFI_DIR = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(FFI_DIR);
@@ -42,15 +43,6 @@ export interface BuildResult {
   library: string;
   libtorch: Libtorch;
   cached: boolean;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function isLibtorchRoot(root: string): Promise<boolean> {

@@ -9,6 +9,7 @@ import { check, cString, DTypeCode, Flags, loadNative, MAX_NDIM, native, readCSt
 import { type DistilBertConfig, validateConfig } from "./config.ts";
 import type { DType, RawTensor, StateDict } from "../weights/tensor.ts";
 import { numel } from "../weights/tensor.ts";
+import { fsyncFile } from "../util/fs.ts";
 
 /** A padded batch, row-major [batchSize, seqLen], as the data pipeline produces it. */
 export interface Batch {
@@ -474,10 +475,4 @@ export class DistilBertClassifier implements Disposable {
     await this.#nonblocking("dn_predict", () => native().dn_predict_async(...args));
     return out;
   }
-}
-
-/** Flushes a file's data to disk, so a rename after it can't expose a half-written file after a crash. */
-export async function fsyncFile(path: string): Promise<void> {
-  using file = await Deno.open(path, { read: true, write: true });
-  await file.sync();
 }

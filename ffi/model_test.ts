@@ -9,10 +9,10 @@ import { NativeError } from "./lib.ts";
 import { loadSafetensors, writeSafetensors } from "../weights/safetensors.ts";
 import {
   assertClose,
-  hfConfigJson,
   makeBatch,
-  readLogits,
+  makeReferenceModel,
   reference,
+  referenceLogits,
   tempDir,
   tinyConfig,
   writeBatchJson,
@@ -21,36 +21,15 @@ import {
 // Fixed threads keep CPU results reproducible run to run.
 await setNumThreads(2);
 
-async function makeReferenceModel(dir: string, config = tinyConfig(), seed = 3): Promise<void> {
-  await Deno.writeTextFile(join(dir, "cfg.json"), JSON.stringify(hfConfigJson(config)));
-  await reference(
-    "make",
-    "--config",
-    join(dir, "cfg.json"),
-    "--seed",
-    String(seed),
-    "--out",
-    join(dir, "hf"),
-  );
-}
-
 async function parityCase(config: ReturnType<typeof tinyConfig>, batch: LabeledBatch, tol: number) {
   await using tmp = await tempDir();
   await makeReferenceModel(tmp.path, config);
   await writeBatchJson(join(tmp.path, "batch.json"), batch);
-  await reference(
-    "logits",
-    "--model",
-    join(tmp.path, "hf"),
-    "--batch",
-    join(tmp.path, "batch.json"),
-    "--out",
-    join(tmp.path, "ref.json"),
-  );
+  const expected = await referenceLogits(join(tmp.path, "hf"), join(tmp.path, "batch.json"));
   using model = await DistilBertClassifier.create(config, { device: "cpu" });
   model.loadStateDict(await loadSafetensors(join(tmp.path, "hf", "model.safetensors")));
   const ours = model.predict(batch);
-  assertClose(ours.logits, await readLogits(join(tmp.path, "ref.json")), tol, "logits vs transformers");
+  assertClose(ours.logits, expected, tol, "logits vs transformers");
   // Probabilities are the softmax of the logits, rows summing to 1.
   for (let r = 0; r < batch.batchSize; r++) {
     const row = ours.probabilities.subarray(r * 4, r * 4 + 4);

@@ -38,6 +38,31 @@ export async function reference(...args: string[]): Promise<void> {
   }
 }
 
+/** Eval-mode logits of transformers' `from_pretrained(modelDir)` on the batch in `batchPath`. */
+export async function referenceLogits(modelDir: string, batchPath: string): Promise<Float32Array> {
+  const out = `${batchPath}.${crypto.randomUUID().slice(0, 8)}.logits.json`;
+  await reference("logits", "--model", modelDir, "--batch", batchPath, "--out", out);
+  return readLogits(out);
+}
+
+/** A random transformers model with `config` saved by save_pretrained into `dir`/hf. */
+export async function makeReferenceModel(
+  dir: string,
+  config: DistilBertConfig = tinyConfig(),
+  seed = 3,
+): Promise<void> {
+  await Deno.writeTextFile(join(dir, "cfg.json"), JSON.stringify(hfConfigJson(config)));
+  await reference(
+    "make",
+    "--config",
+    join(dir, "cfg.json"),
+    "--seed",
+    String(seed),
+    "--out",
+    join(dir, "hf"),
+  );
+}
+
 /** A tiny DistilBERT for fast tests. */
 export function tinyConfig(overrides: Partial<DistilBertConfig> = {}): DistilBertConfig {
   return {

@@ -14,7 +14,8 @@
 
 import { basename, dirname, join } from "node:path";
 import { configToJson, type DistilBertConfig, parseConfig } from "../ffi/config.ts";
-import { type DeviceSpec, DistilBertClassifier, fsyncFile, type LoadReport } from "../ffi/model.ts";
+import { type DeviceSpec, DistilBertClassifier, type LoadReport } from "../ffi/model.ts";
+import { isDirectory, isFile, writeFileAtomic } from "../util/fs.ts";
 import { readSafetensors, writeSafetensors } from "./safetensors.ts";
 import type { StateDict } from "./tensor.ts";
 import { readTorchCheckpoint } from "./torch_pickle.ts";
@@ -27,22 +28,6 @@ export const WEIGHT_FILES = ["model.safetensors", PT_FILE, "pytorch_model.bin"] 
 /** Something that can write its tokenizer files into a directory (data/tokenizer.ts's BertTokenizer). */
 export interface SavableTokenizer {
   saveHuggingFace(dir: string): Promise<void>;
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch {
-    return false;
-  }
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
-  }
 }
 
 /** Parses weight bytes, recognising a PyTorch zip (PK\x03\x04) or else safetensors. */
@@ -136,14 +121,6 @@ export async function loadModel(
     model.dispose();
     throw err;
   }
-}
-
-async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = `${path}.${Deno.pid}.tmp`;
-  if (typeof data === "string") await Deno.writeTextFile(tmp, data);
-  else await Deno.writeFile(tmp, data);
-  await fsyncFile(tmp);
-  await Deno.rename(tmp, path);
 }
 
 /**

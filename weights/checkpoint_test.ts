@@ -5,10 +5,11 @@ import { DistilBertClassifier, setNumThreads } from "../ffi/model.ts";
 import { loadModel, locateCheckpoint, PT_FILE, saveCheckpoint } from "./checkpoint.ts";
 import {
   assertClose,
-  hfConfigJson,
   makeBatch,
+  makeReferenceModel,
   readLogits,
   reference,
+  referenceLogits,
   tempDir,
   tinyConfig,
   venvPython,
@@ -42,16 +43,12 @@ Deno.test("our checkpoint → torch.load(weights_only=True) → load_state_dict(
   );
   assertClose(ours, await readLogits(join(tmp.path, "pt.json")), 1e-5, "logits via .pt");
   // The whole directory through transformers' from_pretrained (safetensors + config.json).
-  await reference(
-    "logits",
-    "--model",
-    dir,
-    "--batch",
-    join(tmp.path, "batch.json"),
-    "--out",
-    join(tmp.path, "d.json"),
+  assertClose(
+    ours,
+    await referenceLogits(dir, join(tmp.path, "batch.json")),
+    1e-5,
+    "logits via from_pretrained",
   );
-  assertClose(ours, await readLogits(join(tmp.path, "d.json")), 1e-5, "logits via from_pretrained");
   // And back into DistriNews from each weights file: bit-identical.
   for (const file of ["model.safetensors", PT_FILE]) {
     const loaded = await loadModel(join(dir, file), { device: "cpu" });
@@ -63,28 +60,10 @@ Deno.test("our checkpoint → torch.load(weights_only=True) → load_state_dict(
 Deno.test("transformers' save_pretrained (safetensors and pytorch_model.bin) → our load → same logits", async () => {
   await using tmp = await tempDir();
   const config = tinyConfig();
-  await Deno.writeTextFile(join(tmp.path, "cfg.json"), JSON.stringify(hfConfigJson(config)));
-  await reference(
-    "make",
-    "--config",
-    join(tmp.path, "cfg.json"),
-    "--seed",
-    "4",
-    "--out",
-    join(tmp.path, "hf"),
-  );
+  await makeReferenceModel(tmp.path, config, 4);
   const batch = makeBatch(config, 3, 10, 2);
   await writeBatchJson(join(tmp.path, "batch.json"), batch);
-  await reference(
-    "logits",
-    "--model",
-    join(tmp.path, "hf"),
-    "--batch",
-    join(tmp.path, "batch.json"),
-    "--out",
-    join(tmp.path, "ref.json"),
-  );
-  const expected = await readLogits(join(tmp.path, "ref.json"));
+  const expected = await referenceLogits(join(tmp.path, "hf"), join(tmp.path, "batch.json"));
   const loaded = await loadModel(join(tmp.path, "hf"), { device: "cpu" });
   using model = loaded.model;
   assert.match(loaded.files.weightsPath, /model\.safetensors$/);
