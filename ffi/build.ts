@@ -165,7 +165,8 @@ async function wantCuda(lib: Libtorch): Promise<boolean> {
     return true;
   }
   // Loading libtorch_cuda pulls in gigabytes of CUDA libraries; on a machine without a GPU that is only cost.
-  return lib.hasCuda && await exists("/dev/nvidiactl");
+  // /dev/nvidiactl on Linux, /dev/dxg under WSL2.
+  return lib.hasCuda && (await exists("/dev/nvidiactl") || await exists("/dev/dxg"));
 }
 
 function compileFlags(lib: Libtorch, cuda: boolean): string[] {
@@ -208,6 +209,24 @@ async function sha256Hex(parts: (string | Uint8Array)[]): Promise<string> {
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("").slice(0, 16);
 }
 
+/**
+ * What identifies the libtorch binaries and the compiler beyond their paths: sizes and modification times
+ * of the libraries linked (a reinstall in place changes them), and `g++ --version`.
+ */
+async function toolchainFingerprint(lib: Libtorch): Promise<string[]> {
+  const parts: string[] = [];
+  for (const name of ["libc10.so", "libtorch_cpu.so", "libtorch.so", "libtorch_cuda.so"]) {
+    try {
+      const info = await Deno.stat(join(lib.root, "lib", name));
+      parts.push(`${name}:${info.size}:${info.mtime?.getTime() ?? 0}`);
+    } catch { /* not every libtorch has every library */ }
+  }
+  const gxx = await new Deno.Command("g++", { args: ["--version"], stdout: "piped", stderr: "null" }).output()
+    .catch(() => undefined);
+  parts.push(gxx?.success ? new TextDecoder().decode(gxx.stdout).split("\n")[0] : "g++ missing");
+  return parts;
+}
+
 async function run(cmd: string, args: string[]): Promise<void> {
   const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
   if (!out.success) {
@@ -227,7 +246,14 @@ export async function buildShim(options: { quiet?: boolean } = {}): Promise<Buil
   const cflags = compileFlags(lib, cuda);
   const lflags = linkFlags(lib, cuda);
   const sources = await Promise.all([...SOURCES, ...HEADERS].map((f) => Deno.readFile(join(SHIM_DIR, f))));
-  const hash = await sha256Hex([lib.root, lib.version, ...cflags, ...lflags, ...sources]);
+  const hash = await sha256Hex([
+    lib.root,
+    lib.version,
+    ...await toolchainFingerprint(lib),
+    ...cflags,
+    ...lflags,
+    ...sources,
+  ]);
   const outDir = join(BUILD_DIR, hash);
   const library = join(outDir, "libdistrinews.so");
   if (await exists(library)) return { library, libtorch: lib, cached: true };
@@ -241,16 +267,16 @@ export async function buildShim(options: { quiet?: boolean } = {}): Promise<Buil
   const tag = `${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
   // Translation units compile in parallel (one per core is plenty: each is dominated by torch headers).
   const objects = SOURCES.map((src) => join(outDir, `${src}.${tag}.o`));
+  const tmpLibrary = `${library}.${tag}.tmp`;
   const started = performance.now();
   try {
     await Promise.all(
       SOURCES.map((src, i) => run("g++", [...cflags, "-c", join(SHIM_DIR, src), "-o", objects[i]])),
     );
-    const tmp = `${library}.${tag}.tmp`;
-    await run("g++", ["-o", tmp, ...objects, ...lflags]);
-    await Deno.rename(tmp, library);
+    await run("g++", ["-o", tmpLibrary, ...objects, ...lflags]);
+    await Deno.rename(tmpLibrary, library);
   } finally {
-    for (const o of objects) await Deno.remove(o).catch(() => {});
+    for (const file of [...objects, tmpLibrary]) await Deno.remove(file).catch(() => {});
   }
   log(`built ${library} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   return { library, libtorch: lib, cached: false };

@@ -98,9 +98,10 @@ export function validateConfig(c: DistilBertConfig, source = "config"): DistilBe
     problems.push("pad_token_id must be in [0, vocab_size)");
   }
   if (
-    !Array.isArray(c.id2label) || c.id2label.length === 0 || c.id2label.some((l) => typeof l !== "string")
+    !Array.isArray(c.id2label) || c.id2label.length < 2 || c.id2label.some((l) => typeof l !== "string")
   ) {
-    problems.push("id2label must list at least one class name");
+    // One label would make transformers train a regression (MSE loss); this model is a classifier.
+    problems.push("id2label must list at least two class names");
   }
   if (problems.length) throw new Error(`invalid DistilBERT ${source}:\n  - ${problems.join("\n  - ")}`);
   return c;

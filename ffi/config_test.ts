@@ -38,5 +38,6 @@ Deno.test("invalid configs are refused with every problem listed", () => {
   );
   assert.throws(() => parseConfig({ activation: "relu" }), /activation "relu" is not supported/);
   assert.throws(() => parseConfig([]), /expected a JSON object/);
+  assert.throws(() => parseConfig({ id2label: { "0": "only" } }), /at least two class names/);
   assert.throws(() => parseConfig({ id2label: { "0": "a", "5": "b" } }), /id2label must map 0\.\.1/);
 });

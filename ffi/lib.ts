@@ -7,7 +7,7 @@
 import { buildShim } from "./build.ts";
 
 /** Must equal DN_ABI_VERSION in distrinews.h. */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 /** Status codes returned by every native call. */
 export const Status = {
@@ -66,12 +66,12 @@ const SYMBOLS = {
     nonblocking: true,
   },
   dn_predict: {
-    parameters: modelArgs("buffer", "buffer", "i64", "i64", "i32", "buffer", "buffer"),
+    parameters: modelArgs("buffer", "buffer", "i64", "i64", "i32", "buffer", "buffer", "i64"),
     result: "i32",
   },
   dn_predict_async: {
     name: "dn_predict",
-    parameters: modelArgs("buffer", "buffer", "i64", "i64", "i32", "buffer", "buffer"),
+    parameters: modelArgs("buffer", "buffer", "i64", "i64", "i32", "buffer", "buffer", "i64"),
     result: "i32",
     nonblocking: true,
   },

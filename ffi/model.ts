@@ -189,8 +189,6 @@ export class DistilBertClassifier implements Disposable {
   #inFlight = 0;
   #disposed = false;
   #params: ParamInfo[] | undefined;
-  // Result struct reused across steps (dn_step_result: two doubles, two int64).
-  #stepOut = new ArrayBuffer(32);
 
   private constructor(config: DistilBertConfig, deviceIndex: number, handle: Deno.PointerValue) {
     this.config = config;
@@ -219,11 +217,19 @@ export class DistilBertClassifier implements Disposable {
         new Uint8Array(out.buffer),
       ),
     );
+    // A private, deeply frozen copy: output buffers are sized from it, so nobody may change it later.
+    const own = structuredClone(config) as DistilBertConfig;
+    Object.freeze(own.id2label);
     return new DistilBertClassifier(
-      structuredClone(config) as DistilBertConfig,
+      Object.freeze(own),
       deviceIndex,
       Deno.UnsafePointer.create(out[0]),
     );
+  }
+
+  /** Whether a nonblocking call on this model is still running. */
+  get busy(): boolean {
+    return this.#inFlight > 0;
   }
 
   /** "cpu" or "cuda:N". */
@@ -385,7 +391,7 @@ export class DistilBertClassifier implements Disposable {
    * `torch.load(path, weights_only=True)`. Atomic: written to a temporary file, then renamed.
    */
   async savePt(path: string): Promise<void> {
-    const tmp = `${path}.${Deno.pid}.tmp`;
+    const tmp = `${path}.${crypto.randomUUID()}.tmp`;
     try {
       this.#check("dn_model_save_pt", native().dn_model_save_pt(this.#live(), cString(tmp)));
       await fsyncFile(tmp);
@@ -423,26 +429,28 @@ export class DistilBertClassifier implements Disposable {
       options.maxGradNorm ?? 1.0,
       options.lossScale ?? 1.0,
       flags,
-      new Uint8Array(this.#stepOut),
+      // dn_step_result (two doubles, two int64), one per call: concurrent steps must not share it.
+      new Uint8Array(32),
     ] as const;
   }
 
-  #stepResult(): StepResult {
-    const f = new Float64Array(this.#stepOut, 0, 2), i = new BigInt64Array(this.#stepOut, 16, 2);
+  #stepResult(out: Uint8Array): StepResult {
+    const f = new Float64Array(out.buffer, 0, 2), i = new BigInt64Array(out.buffer, 16, 2);
     return { loss: f[0], gradNorm: f[1], correct: Number(i[0]), count: Number(i[1]) };
   }
 
   /** One training step in one native call: forward, loss, backward, clip, AdamW. Blocks this thread. */
   trainStep(batch: LabeledBatch, options: StepOptions): StepResult {
-    this.#check("dn_train_step", native().dn_train_step(...this.#stepArgs(batch, options)));
-    return this.#stepResult();
+    const args = this.#stepArgs(batch, options);
+    this.#check("dn_train_step", native().dn_train_step(...args));
+    return this.#stepResult(args[10]);
   }
 
   /** {@link trainStep} on a worker thread: the event loop stays free (progress bars, signals, servers). */
   async trainStepAsync(batch: LabeledBatch, options: StepOptions): Promise<StepResult> {
     const args = this.#stepArgs(batch, options);
     await this.#nonblocking("dn_train_step", () => native().dn_train_step_async(...args));
-    return this.#stepResult();
+    return this.#stepResult(args[10]);
   }
 
   #predictArgs(batch: Batch, bf16: boolean) {
@@ -458,6 +466,7 @@ export class DistilBertClassifier implements Disposable {
       bf16 ? Flags.BF16 : 0,
       new Uint8Array(out.logits.buffer),
       new Uint8Array(out.probabilities.buffer),
+      BigInt(size),
     ] as const;
     return { args, out };
   }

@@ -293,3 +293,12 @@ Deno.test("disposing during a nonblocking call frees the model only after the ca
   assert.throws(() => model.predict(batch), /disposed/);
   await assert.rejects(() => model.predictAsync(batch), /disposed/);
 });
+
+Deno.test("concurrent nonblocking steps each get their own result", async () => {
+  const config = tinyConfig();
+  using model = await DistilBertClassifier.create(config, { device: "cpu" });
+  const results = await Promise.all(
+    [2, 3, 4, 5].map((n) => model.trainStepAsync(makeBatch(config, n, 8, n), { lr: 1e-3 })),
+  );
+  assert.deepEqual(results.map((r) => r.count), [2, 3, 4, 5]);
+});

@@ -40,7 +40,8 @@ export async function fsyncFile(path: string): Promise<void> {
 
 /** Writes `data` to `path` atomically: a temporary sibling, fsync, then rename over `path`. */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = `${path}.${Deno.pid}.tmp`;
+  // A random suffix: two writers (two processes, or two saves in one) never share a temporary file.
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
   try {
     if (typeof data === "string") await Deno.writeTextFile(tmp, data);
     else await Deno.writeFile(tmp, data);

@@ -75,7 +75,28 @@ export async function locateCheckpoint(path: string): Promise<CheckpointFiles> {
     }
     return { configPath, weightsPath: path, dir };
   }
+  const leftovers = await interruptedSaves(path);
+  if (leftovers.length) {
+    throw new Error(
+      `checkpoint not found: ${path}, but an interrupted save left ${leftovers.join(" and ")}: ` +
+        `the .staging folder is the complete new checkpoint, the .old folder the previous one; rename one to ${path}`,
+    );
+  }
   throw new Error(`checkpoint not found: ${path}`);
+}
+
+/** Hidden siblings that saveCheckpoint leaves only when it dies between its two renames. */
+async function interruptedSaves(path: string): Promise<string[]> {
+  const prefix = `.${basename(path)}.`;
+  const found: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dirname(path))) {
+      if (entry.isDirectory && entry.name.startsWith(prefix) && /\.(staging|old)$/.test(entry.name)) {
+        found.push(join(dirname(path), entry.name));
+      }
+    }
+  } catch { /* no parent directory: nothing to report */ }
+  return found.sort();
 }
 
 /** Reads and validates a config.json. */
@@ -123,22 +144,36 @@ export async function loadModel(
   }
 }
 
+async function fsyncDir(path: string): Promise<void> {
+  // A rename is durable only once the directory holding the new name is flushed too.
+  using dir = await Deno.open(path, { read: true });
+  await dir.sync();
+}
+
 /**
  * Writes a checkpoint directory (config.json, model.safetensors, distilbert_agnews.pt and, when given,
- * the tokenizer files). Atomic as a whole: everything is written into a sibling temporary directory
- * which then replaces `dir`, so a crash never leaves a half-written checkpoint behind.
+ * the tokenizer files). Atomic as a whole: everything is written and flushed into a hidden sibling
+ * directory, which then replaces `dir` by two renames (the old one steps aside, the new one takes its
+ * name). A failure at any point leaves the previous checkpoint in place; only a crash between the two
+ * renames leaves `dir` missing, and then {@link locateCheckpoint} says where both copies are.
+ * Call it between steps: the model must not have a nonblocking step in flight, so that both weight
+ * files hold the same parameters.
  */
 export async function saveCheckpoint(
   dir: string,
   model: DistilBertClassifier,
   options: { tokenizer?: SavableTokenizer } = {},
 ): Promise<void> {
+  if (model.busy) {
+    throw new Error("cannot save a checkpoint while a nonblocking step is running on the model");
+  }
   const parent = dirname(dir);
   await Deno.mkdir(parent, { recursive: true });
-  const staging = join(parent, `.${basename(dir)}.${Deno.pid}.staging`);
-  const retired = join(parent, `.${basename(dir)}.${Deno.pid}.old`);
-  await Deno.remove(staging, { recursive: true }).catch(() => {});
+  const id = crypto.randomUUID().slice(0, 8);
+  const staging = join(parent, `.${basename(dir)}.${id}.staging`);
+  const retired = join(parent, `.${basename(dir)}.${id}.old`);
   await Deno.mkdir(staging);
+  let movedOld = false;
   try {
     await writeFileAtomic(
       join(staging, "config.json"),
@@ -147,13 +182,18 @@ export async function saveCheckpoint(
     await writeFileAtomic(join(staging, "model.safetensors"), writeSafetensors(model.stateDict()));
     await model.savePt(join(staging, PT_FILE));
     if (options.tokenizer) await options.tokenizer.saveHuggingFace(staging);
-    // Two renames: the old checkpoint (if any) steps aside, the new one takes its name.
-    const hadOld = await isDirectory(dir);
-    if (hadOld) await Deno.rename(dir, retired);
+    await fsyncDir(staging);
+    if (await isDirectory(dir)) {
+      await Deno.rename(dir, retired);
+      movedOld = true;
+    }
     await Deno.rename(staging, dir);
-    if (hadOld) await Deno.remove(retired, { recursive: true });
+    await fsyncDir(parent);
   } catch (err) {
+    // Put the previous checkpoint back under its name and drop the unfinished one.
+    if (movedOld && !await isDirectory(dir)) await Deno.rename(retired, dir).catch(() => {});
     await Deno.remove(staging, { recursive: true }).catch(() => {});
     throw err;
   }
+  if (movedOld) await Deno.remove(retired, { recursive: true });
 }

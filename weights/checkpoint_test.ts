@@ -148,3 +148,34 @@ Deno.test("saveCheckpoint replaces an existing directory whole and leaves no tem
   using reloaded = loaded.model;
   assert.deepEqual(reloaded.predict(batch).logits, b.predict(batch).logits);
 });
+
+Deno.test("a save that fails half-way keeps the previous checkpoint and leaves nothing behind", async () => {
+  await using tmp = await tempDir();
+  const dir = join(tmp.path, "ckpt");
+  using a = await DistilBertClassifier.create(tinyConfig(), { device: "cpu", seed: 1 });
+  using b = await DistilBertClassifier.create(tinyConfig(), { device: "cpu", seed: 2 });
+  await saveCheckpoint(dir, a);
+  const failingTokenizer = { saveHuggingFace: () => Promise.reject(new Error("disk full")) };
+  await assert.rejects(() => saveCheckpoint(dir, b, { tokenizer: failingTokenizer }), /disk full/);
+  const names = [];
+  for await (const e of Deno.readDir(tmp.path)) names.push(e.name);
+  assert.deepEqual(names, ["ckpt"]);
+  const batch = makeBatch(tinyConfig(), 2, 6);
+  const loaded = await loadModel(dir, { device: "cpu" });
+  using reloaded = loaded.model;
+  assert.deepEqual(reloaded.predict(batch).logits, a.predict(batch).logits);
+  // Saving while a nonblocking step runs would mix two states in one checkpoint: refused.
+  const step = a.trainStepAsync(makeBatch(tinyConfig(), 2, 6), { lr: 1e-3 });
+  await assert.rejects(() => saveCheckpoint(dir, a), /nonblocking step is running/);
+  await step;
+});
+
+Deno.test("a checkpoint lost between the two renames is reported with where both copies are", async () => {
+  await using tmp = await tempDir();
+  await Deno.mkdir(join(tmp.path, ".ckpt.1234abcd.staging"));
+  await Deno.mkdir(join(tmp.path, ".ckpt.1234abcd.old"));
+  await assert.rejects(
+    () => locateCheckpoint(join(tmp.path, "ckpt")),
+    /interrupted save left .*\.ckpt\.1234abcd\.old and .*\.ckpt\.1234abcd\.staging/,
+  );
+});

@@ -115,8 +115,10 @@ int64_t copy_string(const std::string& s, char* buf, int64_t cap) {
 
 void check_config(const dn_config& c) {
   require(c.vocab_size > 0 && c.max_position_embeddings > 0 && c.dim > 0 && c.n_layers > 0 && c.n_heads > 0 &&
-              c.hidden_dim > 0 && c.num_labels > 0,
+              c.hidden_dim > 0,
           "config sizes must be positive");
+  // One label would make Hugging Face train a regression (MSE); this model is a classifier.
+  require(c.num_labels >= 2, "a classifier needs at least 2 labels, got ", c.num_labels);
   require(c.dim % c.n_heads == 0, "config.n_heads (", c.n_heads, ") must divide config.dim (", c.dim, ")");
   require(c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size, "config.pad_token_id must be in [0, vocab_size)");
   for (double p : {c.dropout, c.attention_dropout, c.seq_classif_dropout})
@@ -235,7 +237,10 @@ int32_t dn_cuda_device_count(void) {
 }
 
 int32_t dn_manual_seed(uint64_t seed) {
-  return guarded(nullptr, [&] { torch::manual_seed(seed); });
+  return guarded(nullptr, [&] {
+    std::lock_guard<std::mutex> rng_lock(g_rng_mutex);
+    torch::manual_seed(seed);
+  });
 }
 
 int32_t dn_model_create(const dn_config* config, int32_t device_index, uint64_t seed, dn_model** out) {
@@ -250,6 +255,8 @@ int32_t dn_model_create(const dn_config* config, int32_t device_index, uint64_t 
       device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(device_index));
     }
     c10::DeviceGuard guard(device);
+    // Seeding and initialising must not interleave with a step that has its own stream swapped in.
+    std::lock_guard<std::mutex> rng_lock(g_rng_mutex);
     torch::manual_seed(seed);
     auto net = DistilBertForSequenceClassification(*config);
     net->init_weights(config->initializer_range, config->pad_token_id);
@@ -344,15 +351,22 @@ int32_t dn_model_save_pt(dn_model* model, const char* path) {
     pickler.protocol();
     pickler.pushIValue(state);
     pickler.stop();
+    // The zip is assembled in memory and only then written: PyTorchStreamWriter's destructor finishes the
+    // archive and may throw, which during unwinding from a failed file write would call std::terminate.
+    std::vector<char> archive;
+    {
+      caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t size) -> size_t {
+        const auto* bytes = static_cast<const char*>(data);
+        archive.insert(archive.end(), bytes, bytes + size);
+        return size;
+      });
+      // data.pkl plus one data/<key> record per storage: torch.save's zip layout.
+      torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+      writer.writeEndOfFile();
+    }
     std::ofstream file(path, std::ios::binary | std::ios::trunc);
     if (!file) throw IoError(c10::str("cannot open ", path, " for writing"));
-    caffe2::serialize::PyTorchStreamWriter writer([&](const void* data, size_t size) -> size_t {
-      file.write(static_cast<const char*>(data), static_cast<std::streamsize>(size));
-      return file ? size : 0;
-    });
-    // data.pkl plus one data/<key> record per storage: torch.save's zip layout.
-    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
-    writer.writeEndOfFile();
+    file.write(archive.data(), static_cast<std::streamsize>(archive.size()));
     file.flush();
     if (!file) throw IoError(c10::str("failed writing ", path));
   });
@@ -393,18 +407,24 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
     }
     // The loss is computed in fp32 even under autocast, as PyTorch's autocast does for cross_entropy.
     auto loss = torch::cross_entropy_loss(logits.to(torch::kFloat), target);
-    (loss * loss_scale).backward();
-    m.rng_state = generator.get_state();
-
     double grad_norm = 0.0;
-    if (flags & DN_STEP_APPLY) {
-      if (max_grad_norm > 0.0) {
-        std::vector<torch::Tensor> params;
-        for (auto& item : m.params) params.push_back(item.second);
-        grad_norm = distrinews::clip_grad_norm(params, max_grad_norm).item<double>();
+    try {
+      (loss * loss_scale).backward();
+      m.rng_state = generator.get_state();
+      if (flags & DN_STEP_APPLY) {
+        if (max_grad_norm > 0.0) {
+          std::vector<torch::Tensor> params;
+          for (auto& item : m.params) params.push_back(item.second);
+          grad_norm = distrinews::clip_grad_norm(params, max_grad_norm).item<double>();
+        }
+        m.optimizer->step(lr);
+        m.optimizer->zero_grad();
       }
-      m.optimizer->step(lr);
+    } catch (...) {
+      // A step that failed half-way (out of memory, say) must not leave partial gradients behind for the
+      // next micro-step to add to.
       m.optimizer->zero_grad();
+      throw;
     }
     out->loss = loss.item<double>();
     out->grad_norm = grad_norm;
@@ -414,10 +434,12 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
 }
 
 int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask, int64_t batch,
-                   int64_t seq, int32_t flags, float* logits, float* probs) {
+                   int64_t seq, int32_t flags, float* logits, float* probs, int64_t capacity) {
   return guarded(model, [&] {
     auto& m = checked(model);
     require(logits, "logits must not be null");
+    require(batch > 0 && capacity == batch * m.config.num_labels, "output buffers must hold batch x num_labels = ",
+            batch * m.config.num_labels, " floats, got ", capacity);
     std::lock_guard<std::mutex> lock(m.mutex);
     c10::DeviceGuard device_guard(m.device);
     auto [ids, mask] = load_inputs(m, input_ids, attention_mask, batch, seq);

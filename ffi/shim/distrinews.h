@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define DN_ABI_VERSION 1
+#define DN_ABI_VERSION 2
 
 /* The shim is compiled with -fvisibility=hidden; only this ABI is exported. */
 #define DN_API __attribute__((visibility("default")))
@@ -83,7 +83,8 @@ DN_API int32_t dn_set_num_threads(int32_t intra, int32_t interop);
 DN_API int32_t dn_get_num_threads(void);
 /* Number of visible CUDA devices (0 without CUDA support or devices). */
 DN_API int32_t dn_cuda_device_count(void);
-/* Seeds libtorch's CPU and CUDA generators (dropout, initialisation). */
+/* Seeds libtorch's global CPU and CUDA generators. Models keep their own dropout streams (seeded by
+ * dn_model_create), so this only affects code that uses the global generators directly. */
 DN_API int32_t dn_manual_seed(uint64_t seed);
 
 /* ---- model ---- */
@@ -117,9 +118,10 @@ DN_API int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const ui
                       double loss_scale, int32_t flags, dn_step_result* out);
 
 /* Inference (eval mode, no autograd): writes logits and, when probs is not NULL, softmax probabilities,
- * both [batch, num_labels] float32. */
+ * both [batch, num_labels] float32; capacity is the length of each buffer in floats and must equal
+ * batch * num_labels. */
 DN_API int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask, int64_t batch,
-                   int64_t seq, int32_t flags, float* logits, float* probs);
+                          int64_t seq, int32_t flags, float* logits, float* probs, int64_t capacity);
 
 #ifdef __cplusplus
 }
