@@ -46,6 +46,7 @@ const SYMBOLS = {
   dn_get_num_threads: { parameters: [], result: "i32" },
   dn_cuda_device_count: { parameters: [], result: "i32" },
   dn_manual_seed: { parameters: ["u64"], result: "i32" },
+  dn_randperm: { parameters: ["i64", "u64", "buffer"], result: "i32" },
   dn_model_create: { parameters: ["buffer", "i32", "u64", "buffer"], result: "i32" },
   dn_model_free: { parameters: ["pointer"], result: "void" },
   dn_model_param_count: { parameters: modelArgs("buffer"), result: "i32" },

@@ -121,6 +121,20 @@ export async function manualSeed(seed: number | bigint): Promise<void> {
   check("dn_manual_seed", n.dn_manual_seed(BigInt(seed)));
 }
 
+/**
+ * `torch.randperm(n, generator=torch.Generator().manual_seed(seed))`, computed by libtorch itself so the
+ * order is PyTorch's bit for bit (DistributedSampler's shuffle).
+ */
+export async function randperm(n: number, seed: number | bigint): Promise<BigInt64Array> {
+  const lib = await loadNative();
+  if (!Number.isInteger(n) || n < 0) {
+    throw new Error(`randperm size must be a non-negative integer, got ${n}`);
+  }
+  const out = new BigInt64Array(n);
+  check("dn_randperm", lib.dn_randperm(BigInt(n), BigInt(seed), new Uint8Array(out.buffer)));
+  return out;
+}
+
 /** Resolves a device spec to a CUDA index, or -1 for the CPU. */
 export async function resolveDevice(spec: DeviceSpec | string): Promise<number> {
   if (spec === "cpu") return -1;

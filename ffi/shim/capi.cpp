@@ -1,6 +1,7 @@
 // The C ABI of distrinews.h: argument checks, one training step, inference, weights in and out.
 // Every entry point runs its body through guarded(), which turns every C++ exception into a status code
 // and a message; nothing thrown here can reach Deno.
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/util/Exception.h>
@@ -240,6 +241,17 @@ int32_t dn_manual_seed(uint64_t seed) {
   return guarded(nullptr, [&] {
     std::lock_guard<std::mutex> rng_lock(g_rng_mutex);
     torch::manual_seed(seed);
+  });
+}
+
+int32_t dn_randperm(int64_t n, uint64_t seed, int64_t* out) {
+  return guarded(nullptr, [&] {
+    require(n >= 0, "randperm size must be >= 0, got ", n);
+    require(out || n == 0, "out must not be null");
+    // A private generator, as DistributedSampler makes one per epoch: the global stream is untouched.
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+    auto perm = at::randperm(n, generator, torch::kLong);
+    std::memcpy(out, perm.data_ptr<int64_t>(), static_cast<size_t>(n) * sizeof(int64_t));
   });
 }
 

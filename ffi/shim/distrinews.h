@@ -87,6 +87,10 @@ DN_API int32_t dn_cuda_device_count(void);
  * dn_model_create), so this only affects code that uses the global generators directly. */
 DN_API int32_t dn_manual_seed(uint64_t seed);
 
+/* torch.randperm(n, generator=torch.Generator().manual_seed(seed)) into out (n int64 values): the
+ * permutation torch.utils.data.DistributedSampler shuffles with. */
+DN_API int32_t dn_randperm(int64_t n, uint64_t seed, int64_t* out);
+
 /* ---- model ---- */
 /* Creates DistilBertForSequenceClassification on cuda:device_index (or the CPU when device_index < 0),
  * initialised as Hugging Face's _init_weights does, from `seed`. */
