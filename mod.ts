@@ -28,6 +28,7 @@ export {
   type OptimizerOptions,
   type ParamInfo,
   type Prediction,
+  randperm,
   setNumThreads,
   type StepOptions,
   type StepResult,
@@ -48,4 +49,27 @@ export {
 } from "./weights/checkpoint.ts";
 export { BertTokenizer, type EncodeOptions, type Encoding } from "./data/tokenizer.ts";
 export { collate, type CollateOptions } from "./data/collate.ts";
+export {
+  AgNewsFormatError,
+  type AgNewsSplit,
+  classCounts,
+  loadAgNews,
+  loadAgNewsCsv,
+  loadAgNewsFromHub,
+  loadAgNewsParquet,
+  type NewsRecord,
+  subset,
+  type SubsetSpec,
+} from "./data/ag_news.ts";
+export { hubDownload, HubError } from "./data/hf_hub.ts";
+export { DistributedSampler, type DistributedSamplerOptions } from "./data/sampler.ts";
+export { defaultCacheDir, type TextRecord, TokenizedDataset } from "./data/dataset.ts";
+export {
+  batchIndices,
+  collateBatch,
+  type IndexedBatch,
+  lengthGroupedIndices,
+  shardBatches,
+  type ShardBatchOptions,
+} from "./data/batches.ts";
 export { type ClassifyOptions, TextClassifier, type TopicPrediction } from "./inference.ts";

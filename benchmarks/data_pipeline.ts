@@ -14,13 +14,13 @@
 
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { gunzipSync } from "node:zlib";
-import os from "node:os";
 import { BertTokenizer } from "../data/tokenizer.ts";
 import { type TextRecord, TokenizedDataset } from "../data/dataset.ts";
 import { batchIndices, lengthGroupedIndices, paddingCost, seededPermutation } from "../data/batches.ts";
 import { parseFlags, positiveInt, runCli, UsageError } from "../cli/args.ts";
 import { venvPython } from "../tests/helpers.ts";
+import { loadAgNewsCsv } from "../data/ag_news.ts";
+import { hardwareLine, median } from "./common.ts";
 
 const USAGE =
   "Usage: deno run -A benchmarks/data_pipeline.ts [--data DIR] [--rounds N] [--batch-size N] [--out DIR]";
@@ -29,70 +29,6 @@ const VOCAB = join(ROOT, "data", "vocab", "bert-base-uncased-vocab.txt");
 const MAX_LENGTH = 128;
 const CACHED_ROWS = 120_000;
 
-/** RFC 4180 CSV: fields optionally in double quotes, `""` for a quote inside, LF or CRLF line ends. */
-function parseCsv(text: string): string[][] {
-  const rows: string[][] = [];
-  let row: string[] = [];
-  let field = "";
-  let i = 0;
-  const n = text.length;
-  while (i < n) {
-    if (text[i] === '"') {
-      // A quoted field: up to the next quote that is not doubled.
-      i++;
-      for (;;) {
-        const q = text.indexOf('"', i);
-        if (q < 0) throw new Error("unterminated quoted field");
-        field += text.slice(i, q);
-        i = q + 1;
-        if (text[i] === '"') {
-          field += '"';
-          i++;
-        } else break;
-      }
-    } else {
-      let j = i;
-      while (j < n && text[j] !== "," && text[j] !== "\n" && text[j] !== "\r") j++;
-      field += text.slice(i, j);
-      i = j;
-    }
-    if (i >= n || text[i] === "\n" || text[i] === "\r") {
-      row.push(field);
-      rows.push(row);
-      row = [];
-      field = "";
-      if (text[i] === "\r") i++;
-      if (text[i] === "\n") i++;
-    } else if (text[i] === ",") {
-      row.push(field);
-      field = "";
-      i++;
-    } else {
-      throw new Error(`unexpected character after a quoted field at offset ${i}`);
-    }
-  }
-  return rows;
-}
-
-/** AG News rows `"class","title","description"` → records with text = title + " " + description. */
-function readAgNews(path: string): TextRecord[] {
-  const rows = parseCsv(new TextDecoder().decode(gunzipSync(Deno.readFileSync(path))));
-  return rows.map((row, k) => {
-    const cls = Number(row[0]);
-    if (row.length !== 3 || !(cls >= 1 && cls <= 4)) throw new Error(`${path}: bad row ${k + 1}`);
-    return { label: cls - 1, text: `${row[1]} ${row[2]}` };
-  });
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
-async function cpuModel(): Promise<string> {
-  const info = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
-  return /model name\s*:\s*(.+)/.exec(info)?.[1] ?? os.cpus()[0]?.model ?? "unknown CPU";
-}
 /**
  * transformers' BertTokenizerFast on the texts of `textsPath`, once with Rust's thread pool (the default) and
  * once with TOKENIZERS_PARALLELISM=false (tokenizers reads it at each call): seconds of the transformers call
@@ -300,9 +236,9 @@ async function main() {
   if (!await Deno.stat(testPath).then(() => true, () => false)) {
     throw new UsageError(`${testPath} not found: pass --data DIR (a folder with ag_news/test.csv.gz)`);
   }
-  const splits: Split[] = [{ name: "test", file: testPath, records: readAgNews(testPath) }];
+  const splits: Split[] = [{ name: "test", file: testPath, records: await loadAgNewsCsv(testPath) }];
   if (await Deno.stat(trainPath).then(() => true, () => false)) {
-    splits.push({ name: "train_subset", file: trainPath, records: readAgNews(trainPath) });
+    splits.push({ name: "train_subset", file: trainPath, records: await loadAgNewsCsv(trainPath) });
   }
   const vocabText = await Deno.readTextFile(VOCAB);
   const work = await Deno.makeTempDir({ prefix: "distrinews-bench-data-" });
@@ -317,8 +253,7 @@ async function main() {
     const { cached, dataset } = await benchCache(splits[splits.length - 1], vocabText, rounds, work);
     const padding = benchPadding(dataset.lengths, batchSize);
 
-    const hardware = `${await cpuModel()}, ${navigator.hardwareConcurrency} cores, ` +
-      `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${Deno.build.os}-${Deno.build.arch}`;
+    const hardware = await hardwareLine();
     const results = {
       date: new Date().toISOString(),
       hardware,

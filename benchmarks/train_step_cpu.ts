@@ -12,19 +12,14 @@
  */
 
 import { join } from "node:path";
-import os from "node:os";
 import { DISTILBERT_BASE_UNCASED } from "../ffi/config.ts";
 import { DistilBertClassifier, setNumThreads, torchVersion } from "../ffi/model.ts";
 import { hfConfigJson, makeBatch, venvPython, writeBatchJson } from "../tests/helpers.ts";
 import { parseFlags, positiveInt, runCli } from "../cli/args.ts";
+import { hardwareLine, median } from "./common.ts";
 
 const USAGE = "Usage: deno task bench [--steps N] [--warmup N] [--rounds N] [--threads N] [--out DIR]";
 const BATCH = 8, SEQ = 128;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
 
 function timed(fn: () => void, warmup: number, steps: number): number[] {
   for (let i = 0; i < warmup; i++) fn();
@@ -35,11 +30,6 @@ function timed(fn: () => void, warmup: number, steps: number): number[] {
     out.push(performance.now() - t);
   }
   return out;
-}
-
-async function cpuModel(): Promise<string> {
-  const info = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
-  return /model name\s*:\s*(.+)/.exec(info)?.[1] ?? os.cpus()[0]?.model ?? "unknown CPU";
 }
 
 async function main() {
@@ -94,8 +84,7 @@ async function main() {
     { what: "training step (fwd+bwd+clip+AdamW)", ours: median(ours.train), python: median(python.train) },
     { what: "inference batch (eval, softmax)", ours: median(ours.predict), python: median(python.predict) },
   ];
-  const hardware = `${await cpuModel()}, ${navigator.hardwareConcurrency} cores, ` +
-    `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${Deno.build.os}-${Deno.build.arch}`;
+  const hardware = await hardwareLine();
   const versions = `DistriNews libtorch ${await torchVersion()}, Python torch ${pyInfo.torch}, ` +
     `transformers ${pyInfo.transformers}, Deno ${Deno.version.deno}`;
   const lines = [

@@ -28,12 +28,13 @@ import { join } from "node:path";
 import { AG_NEWS_LABELS } from "../ffi/config.ts";
 import { isDirectory, isFile } from "../util/fs.ts";
 import { hubDownload, type HubFileOptions, hubFileUrl, manualCachePath } from "./hf_hub.ts";
+import type { TextRecord } from "./dataset.ts";
 
-/** One example: the news text and its topic, 0 World, 1 Sports, 2 Business, 3 Sci/Tech (AG_NEWS_LABELS). */
-export interface NewsRecord {
-  text: string;
-  label: number;
-}
+/**
+ * One example: the news text and its topic, 0 World, 1 Sports, 2 Business, 3 Sci/Tech (AG_NEWS_LABELS).
+ * The dataset layer's generic {@link TextRecord}, named for this corpus.
+ */
+export type NewsRecord = TextRecord;
 
 /** The two splits of AG News. */
 export type AgNewsSplit = "train" | "test";

@@ -1,0 +1,22 @@
+/**
+ * What every benchmark script needs: medians and a one-line description of the machine, so that each
+ * results file states the hardware it was measured on.
+ * @module
+ */
+
+import os from "node:os";
+
+/** Median of a non-empty list. */
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) throw new Error("median of an empty list");
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** "CPU model, N cores, M GiB RAM, os-arch". */
+export async function hardwareLine(): Promise<string> {
+  const info = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const cpu = /model name\s*:\s*(.+)/.exec(info)?.[1] ?? os.cpus()[0]?.model ?? "unknown CPU";
+  return `${cpu}, ${navigator.hardwareConcurrency} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ` +
+    `${Deno.build.os}-${Deno.build.arch}`;
+}
