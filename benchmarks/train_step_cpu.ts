@@ -4,7 +4,7 @@
  * PyTorch (transformers' model, torch.optim.AdamW) on the same torch, same thread count, in one run.
  * Rounds alternate between the two so that drift in machine load hits both alike.
  *
- *   deno task bench [--steps 5] [--warmup 2] [--rounds 2] [--threads 2] [--out benchmarks/results]
+ *   deno task bench [--steps 10] [--warmup 2] [--rounds 3] [--threads 2] [--out benchmarks/results]
  *
  * Prints a table and ratios (ours / Python: below 1.0 means DistriNews is faster) and writes
  * train_step_cpu.json and .md with the hardware and versions.
@@ -40,9 +40,9 @@ async function main() {
     threads: { type: "string" },
     out: { type: "string", default: join("benchmarks", "results") },
   });
-  const steps = positiveInt("steps", values.steps, 5);
+  const steps = positiveInt("steps", values.steps, 10);
   const warmup = positiveInt("warmup", values.warmup, 2);
-  const rounds = positiveInt("rounds", values.rounds, 2);
+  const rounds = positiveInt("rounds", values.rounds, 3);
   const threads = positiveInt("threads", values.threads, navigator.hardwareConcurrency);
   await setNumThreads(threads);
 
