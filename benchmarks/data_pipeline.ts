@@ -20,7 +20,7 @@ import { batchIndices, lengthGroupedIndices, paddingCost, seededPermutation } fr
 import { parseFlags, positiveInt, runCli, UsageError } from "../cli/args.ts";
 import { venvPython } from "../tests/helpers.ts";
 import { loadAgNewsCsv } from "../data/ag_news.ts";
-import { hardwareLine, median } from "./common.ts";
+import { formatResults, hardwareLine, median } from "./common.ts";
 
 const USAGE =
   "Usage: deno run -A benchmarks/data_pipeline.ts [--data DIR] [--rounds N] [--batch-size N] [--out DIR]";
@@ -273,7 +273,7 @@ async function main() {
     await Deno.writeTextFile(mdPath, report);
     await Deno.writeTextFile(jsonPath, JSON.stringify(results, null, 2) + "\n");
     // Formatted as the repository's `deno fmt --check` expects.
-    await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", mdPath, jsonPath] }).output();
+    await formatResults(mdPath, jsonPath);
   } finally {
     await Deno.remove(work, { recursive: true });
   }

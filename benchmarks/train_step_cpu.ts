@@ -16,7 +16,7 @@ import { DISTILBERT_BASE_UNCASED } from "../ffi/config.ts";
 import { DistilBertClassifier, setNumThreads, torchVersion } from "../ffi/model.ts";
 import { hfConfigJson, makeBatch, venvPython, writeBatchJson } from "../tests/helpers.ts";
 import { parseFlags, positiveInt, runCli } from "../cli/args.ts";
-import { hardwareLine, median } from "./common.ts";
+import { formatResults, hardwareLine, median } from "./common.ts";
 
 const USAGE = "Usage: deno task bench [--steps N] [--warmup N] [--rounds N] [--threads N] [--out DIR]";
 const BATCH = 8, SEQ = 128;
@@ -116,6 +116,7 @@ async function main() {
     JSON.stringify({ hardware, versions, threads, batch: BATCH, seq: SEQ, ours, python, rows }, null, 2) +
       "\n",
   );
+  await formatResults(join(values.out!, "train_step_cpu.md"), join(values.out!, "train_step_cpu.json"));
 }
 
 if (import.meta.main) await runCli(USAGE, main);
