@@ -21,8 +21,19 @@ const FFI_DIR = dirname(fileURLToPath(import.meta.url));
 const ROOT = dirname(FFI_DIR);
 const SHIM_DIR = join(FFI_DIR, "shim");
 const BUILD_DIR = join(FFI_DIR, "build");
-const SOURCES = ["distilbert.cpp", "optim.cpp", "capi.cpp"];
-const HEADERS = ["distrinews.h", "distilbert.h", "optim.h"];
+const SOURCES = ["distilbert.cpp", "optim.cpp", "capi.cpp", "ddp.cpp"];
+const HEADERS = [
+  "distrinews.h",
+  "distilbert.h",
+  "optim.h",
+  "guard.h",
+  "handles.h",
+  "gloo_decls/gloo/context.h",
+  "gloo_decls/gloo/algorithm.h",
+  "gloo_decls/gloo/common/error.h",
+  "gloo_decls/gloo/transport/device.h",
+  "gloo_decls/gloo/rendezvous/store.h",
+];
 
 /** A libtorch installation the shim can compile and link against. */
 export interface Libtorch {
@@ -180,7 +191,11 @@ function compileFlags(lib: Libtorch, cuda: boolean): string[] {
     "-Wno-unused-parameter",
     `-D_GLIBCXX_USE_CXX11_ABI=${lib.cxx11Abi}`,
     ...(cuda ? ["-DDISTRINEWS_CUDA=1"] : []),
+    // libtorch builds c10d with Gloo; its headers say so through this macro.
+    "-DUSE_C10D_GLOO",
     `-I${include}`,
+    // ProcessGroupGloo.hpp includes Gloo headers the wheel does not ship: see shim/gloo_decls/gloo/context.h.
+    `-I${join(SHIM_DIR, "gloo_decls")}`,
     `-I${join(include, "torch", "csrc", "api", "include")}`,
   ];
 }

@@ -7,7 +7,7 @@
 import { buildShim } from "./build.ts";
 
 /** Must equal DN_ABI_VERSION in distrinews.h. */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 /** Status codes returned by every native call. */
 export const Status = {
@@ -76,6 +76,18 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  // Process groups. Creation, all-reduce and barrier wait on other processes, so they run on worker threads:
+  // the event loop stays free to handle signals and print progress meanwhile.
+  dn_group_create: {
+    parameters: ["buffer", "i32", "i32", "i32", "buffer", "i64", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  dn_group_free: { parameters: ["pointer"], result: "void" },
+  dn_group_last_error: { parameters: ["pointer", "buffer", "i64"], result: "i64" },
+  dn_group_allreduce_sum: { parameters: ["pointer", "buffer", "i64"], result: "i32", nonblocking: true },
+  dn_group_barrier: { parameters: ["pointer"], result: "i32", nonblocking: true },
+  dn_model_attach_ddp: { parameters: ["pointer", "pointer", "i64", "i64"], result: "i32", nonblocking: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The loaded library's symbols. */

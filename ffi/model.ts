@@ -241,6 +241,11 @@ export class DistilBertClassifier implements Disposable {
     );
   }
 
+  /** The native handle, for other native wrappers (ffi/process_group.ts). Not for general use. */
+  nativeHandle(): Deno.PointerValue {
+    return this.#live();
+  }
+
   /** Whether a nonblocking call on this model is still running. */
   get busy(): boolean {
     return this.#inFlight > 0;

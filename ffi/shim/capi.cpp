@@ -26,93 +26,23 @@
 #include <vector>
 
 #include "distilbert.h"
-#include "optim.h"
 #include "distrinews.h"
+#include "guard.h"
+#include "handles.h"
+#include "optim.h"
 
 using distrinews::DistilBertForSequenceClassification;
-
-struct dn_model {
-  dn_config config;
-  torch::Device device;
-  DistilBertForSequenceClassification net;
-  std::vector<std::pair<std::string, torch::Tensor>> params;  // state_dict order
-  std::unique_ptr<distrinews::AdamW> optimizer;
-  // This model's own random stream (dropout), so two models in one process never perturb each other and
-  // a run is reproducible from its seed alone. Swapped into the device's default generator per step.
-  at::Tensor rng_state;
-  std::mutex mutex;  // one call at a time per model
-  std::mutex error_mutex;
-  std::string last_error;
-};
+using distrinews::guarded;
+using distrinews::InvalidArgument;
+using distrinews::IoError;
+using distrinews::require;
 
 namespace {
 
-// Errors the caller caused; reported as DN_ERR_INVALID_ARGUMENT.
-struct InvalidArgument : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-struct IoError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-std::mutex g_error_mutex;
 // Serialises training steps across models while one of them owns the default generator's state.
 std::mutex g_rng_mutex;
-std::string g_last_error;  // for calls without a handle (all made from the JS main thread)
 
-void set_error(dn_model* model, std::string message) {
-  if (model) {
-    std::lock_guard<std::mutex> lock(model->error_mutex);
-    model->last_error = std::move(message);
-  } else {
-    std::lock_guard<std::mutex> lock(g_error_mutex);
-    g_last_error = std::move(message);
-  }
-}
-
-template <typename F>
-int32_t guarded(dn_model* model, F&& body) {
-  try {
-    body();
-    return DN_OK;
-  } catch (const InvalidArgument& e) {
-    set_error(model, e.what());
-    return DN_ERR_INVALID_ARGUMENT;
-  } catch (const IoError& e) {
-    set_error(model, e.what());
-    return DN_ERR_IO;
-  } catch (const c10::OutOfMemoryError& e) {
-    set_error(model, e.what_without_backtrace());
-    return DN_ERR_OUT_OF_MEMORY;
-  } catch (const c10::Error& e) {
-    // what() carries a C++ backtrace; users get the message only.
-    set_error(model, e.what_without_backtrace());
-    return DN_ERR_TORCH;
-  } catch (const std::bad_alloc&) {
-    set_error(model, "out of host memory");
-    return DN_ERR_OUT_OF_MEMORY;
-  } catch (const std::exception& e) {
-    set_error(model, e.what());
-    return DN_ERR_INTERNAL;
-  } catch (...) {
-    set_error(model, "unknown native error");
-    return DN_ERR_INTERNAL;
-  }
-}
-
-template <typename... Args>
-void require(bool ok, const Args&... parts) {
-  if (!ok) throw InvalidArgument(c10::str(parts...));
-}
-
-int64_t copy_string(const std::string& s, char* buf, int64_t cap) {
-  if (buf && cap > 0) {
-    const auto n = std::min<int64_t>(cap - 1, static_cast<int64_t>(s.size()));
-    std::memcpy(buf, s.data(), static_cast<size_t>(n));
-    buf[n] = '\0';
-  }
-  return static_cast<int64_t>(s.size());
-}
+int64_t copy_string(const std::string& s, char* buf, int64_t cap) { return distrinews::copy_string(s, buf, cap); }
 
 void check_config(const dn_config& c) {
   require(c.vocab_size > 0 && c.max_position_embeddings > 0 && c.dim > 0 && c.n_layers > 0 && c.n_heads > 0 &&
@@ -210,12 +140,7 @@ extern "C" {
 int32_t dn_abi_version(void) { return DN_ABI_VERSION; }
 
 int64_t dn_last_error(dn_model* model, char* buf, int64_t cap) {
-  if (model) {
-    std::lock_guard<std::mutex> lock(model->error_mutex);
-    return copy_string(model->last_error, buf, cap);
-  }
-  std::lock_guard<std::mutex> lock(g_error_mutex);
-  return copy_string(g_last_error, buf, cap);
+  return copy_string(distrinews::read_error(errors_of(model)), buf, cap);
 }
 
 int64_t dn_torch_version(char* buf, int64_t cap) { return copy_string(TORCH_VERSION, buf, cap); }
@@ -273,7 +198,7 @@ int32_t dn_model_create(const dn_config* config, int32_t device_index, uint64_t 
     auto net = DistilBertForSequenceClassification(*config);
     net->init_weights(config->initializer_range, config->pad_token_id);
     net->to(device);
-    auto model = std::unique_ptr<dn_model>(new dn_model{*config, device, net, {}, nullptr, {}, {}, {}, {}});
+    auto model = std::make_unique<dn_model>(*config, device, net);
     // Dropout continues the stream that initialised the weights, as it does in Python after manual_seed.
     model->rng_state = at::globalContext().defaultGenerator(device).get_state();
     for (auto& item : net->named_parameters()) model->params.emplace_back(item.key(), item.value());
@@ -292,7 +217,7 @@ void dn_model_free(dn_model* model) {
 }
 
 int32_t dn_model_param_count(dn_model* model, int64_t* out) {
-  return guarded(model, [&] {
+  return guarded(errors_of(model), [&] {
     auto& m = checked(model);
     require(out, "out must not be null");
     *out = static_cast<int64_t>(m.params.size());
@@ -301,7 +226,7 @@ int32_t dn_model_param_count(dn_model* model, int64_t* out) {
 
 int32_t dn_model_param_info(dn_model* model, int64_t i, char* name, int64_t name_cap, int64_t* shape,
                             int32_t* ndim) {
-  return guarded(model, [&] {
+  return guarded(errors_of(model), [&] {
     auto& m = checked(model);
     require(shape && ndim, "shape and ndim must not be null");
     std::lock_guard<std::mutex> lock(m.mutex);
@@ -314,7 +239,7 @@ int32_t dn_model_param_info(dn_model* model, int64_t i, char* name, int64_t name
 }
 
 int32_t dn_model_param_read(dn_model* model, int64_t i, float* out, int64_t numel) {
-  return guarded(model, [&] {
+  return guarded(errors_of(model), [&] {
     auto& m = checked(model);
     std::lock_guard<std::mutex> lock(m.mutex);
     const auto& p = param_at(m, i);
@@ -325,7 +250,7 @@ int32_t dn_model_param_read(dn_model* model, int64_t i, float* out, int64_t nume
 }
 
 int32_t dn_model_param_write(dn_model* model, int64_t i, int32_t dtype, const void* data, int64_t nbytes) {
-  return guarded(model, [&] {
+  return guarded(errors_of(model), [&] {
     auto& m = checked(model);
     std::lock_guard<std::mutex> lock(m.mutex);
     const auto& p = param_at(m, i);
@@ -348,7 +273,7 @@ int32_t dn_model_param_write(dn_model* model, int64_t i, int32_t dtype, const vo
 }
 
 int32_t dn_model_save_pt(dn_model* model, const char* path) {
-  return guarded(model, [&] {
+  return guarded(errors_of(model), [&] {
     auto& m = checked(model);
     require(path && *path, "path must not be empty");
     std::lock_guard<std::mutex> lock(m.mutex);
@@ -385,7 +310,7 @@ int32_t dn_model_save_pt(dn_model* model, const char* path) {
 }
 
 int32_t dn_optimizer_configure(dn_model* model, double weight_decay, double beta1, double beta2, double eps) {
-  return guarded(model, [&] {
+  return guarded(errors_of(model), [&] {
     auto& m = checked(model);
     std::lock_guard<std::mutex> lock(m.mutex);
     configure_optimizer(m, weight_decay, beta1, beta2, eps);
@@ -395,7 +320,7 @@ int32_t dn_optimizer_configure(dn_model* model, double weight_decay, double beta
 int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask,
                       const int32_t* labels, int64_t batch, int64_t seq, double lr, double max_grad_norm,
                       double loss_scale, int32_t flags, dn_step_result* out) {
-  return guarded(model, [&] {
+  return guarded(errors_of(model), [&] {
     auto& m = checked(model);
     require(labels && out, "labels and out must not be null");
     require(lr >= 0.0, "learning rate must be >= 0");
@@ -411,12 +336,23 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
     std::lock_guard<std::mutex> rng_lock(g_rng_mutex);
     auto generator = at::globalContext().defaultGenerator(m.device);
     generator.set_state(m.rng_state);
+    // Under DDP, gradients are synchronised on the step that applies the optimizer; accumulation
+    // micro-steps keep theirs local, as DistributedDataParallel.no_sync() does.
+    const bool sync = (flags & DN_STEP_APPLY) != 0;
+    if (m.reducer) {
+      // What DistributedDataParallel.forward does before running the module.
+      if (sync) m.reducer->prepare_for_forward();
+      m.reducer->rebuild_buckets();
+    }
     m.net->train();
     torch::Tensor logits;
     {
       AutocastScope autocast(use_bf16(m, flags));
       logits = m.net->forward(ids, mask);
     }
+    // ...and after it: arm the Reducer's autograd hooks, which all-reduce each bucket as soon as all of its
+    // gradients are ready, and average over the world size once backward finishes.
+    if (m.reducer && sync) m.reducer->prepare_for_backward({});
     // The loss is computed in fp32 even under autocast, as PyTorch's autocast does for cross_entropy.
     auto loss = torch::cross_entropy_loss(logits.to(torch::kFloat), target);
     double grad_norm = 0.0;
@@ -447,7 +383,7 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
 
 int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask, int64_t batch,
                    int64_t seq, int32_t flags, float* logits, float* probs, int64_t capacity) {
-  return guarded(model, [&] {
+  return guarded(errors_of(model), [&] {
     auto& m = checked(model);
     require(logits, "logits must not be null");
     require(batch > 0 && capacity == batch * m.config.num_labels, "output buffers must hold batch x num_labels = ",

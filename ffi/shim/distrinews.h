@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define DN_ABI_VERSION 2
+#define DN_ABI_VERSION 3
 
 /* The shim is compiled with -fvisibility=hidden; only this ABI is exported. */
 #define DN_API __attribute__((visibility("default")))
@@ -70,6 +70,7 @@ typedef struct dn_step_result {
 } dn_step_result;
 
 typedef struct dn_model dn_model;
+typedef struct dn_group dn_group;
 
 /* ---- process-wide ---- */
 DN_API int32_t dn_abi_version(void);
@@ -126,6 +127,26 @@ DN_API int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const ui
  * batch * num_labels. */
 DN_API int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask, int64_t batch,
                           int64_t seq, int32_t flags, float* logits, float* probs, int64_t capacity);
+
+/* ---- distributed data parallel (c10d) ---- */
+/* Joins a process group through a c10d TCPStore at master_addr:master_port (rank 0 hosts it), as
+ * torch.distributed.init_process_group(init_method="env://") does. backend: "gloo" (CPU tensors).
+ * Blocks until all world_size ranks have joined or timeout_ms passes. */
+DN_API int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t rank, int32_t world_size,
+                               const char* backend, int64_t timeout_ms, dn_group** out);
+DN_API void dn_group_free(dn_group* group);
+DN_API int64_t dn_group_last_error(dn_group* group, char* buf, int64_t cap);
+/* Sums n doubles element-wise across ranks, in place (metrics: loss sums, counts). */
+DN_API int32_t dn_group_allreduce_sum(dn_group* group, double* values, int64_t n);
+/* Returns once every rank has called it. */
+DN_API int32_t dn_group_barrier(dn_group* group);
+/* Wraps the model in DDP: copies rank 0's parameters to every rank (so differently seeded ranks start
+ * identical), then attaches c10d's Reducer, which averages gradients over the group in buckets of
+ * bucket_cap_bytes (the first one first_bucket_cap_bytes) while backward runs. From then on a training step
+ * with DN_STEP_APPLY synchronises gradients; one without (a gradient-accumulation micro-step) does not, as
+ * DDP's no_sync(). */
+DN_API int32_t dn_model_attach_ddp(dn_model* model, dn_group* group, int64_t bucket_cap_bytes,
+                                   int64_t first_bucket_cap_bytes);
 
 #ifdef __cplusplus
 }

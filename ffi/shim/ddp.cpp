@@ -1,0 +1,143 @@
+// Distributed data parallel through PyTorch's own c10d: a TCPStore rendezvous, a Gloo process group, and
+// the Reducer that DistributedDataParallel uses (bucketed, averaged all-reduce overlapped with backward).
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/comm.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <limits>
+#include <string>
+#include <unordered_map>
+
+#include "distrinews.h"
+#include "guard.h"
+#include "handles.h"
+
+using distrinews::guarded;
+using distrinews::require;
+
+namespace {
+
+c10::intrusive_ptr<c10d::ProcessGroup> make_gloo_group(const std::string& host, int port, int rank, int size,
+                                                       std::chrono::milliseconds timeout) {
+  c10d::TCPStoreOptions store_options;
+  store_options.port = static_cast<std::uint16_t>(port);
+  store_options.isServer = rank == 0;  // rank 0 hosts the rendezvous, as torchrun's env:// does
+  store_options.numWorkers = static_cast<std::size_t>(size);
+  store_options.timeout = timeout;
+  store_options.useLibUV = false;
+  c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(host, store_options);
+  // torch.distributed namespaces the default group's keys the same way.
+  store = c10::make_intrusive<c10d::PrefixStore>("default_pg", store);
+
+  auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+  // As PyTorch: GLOO_SOCKET_IFNAME picks the network interface; otherwise the host's own address.
+  if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+  } else {
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  }
+  auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+
+  auto group = c10::make_intrusive<c10d::ProcessGroup>(store, rank, size);
+  group->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
+  group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+  return group;
+}
+
+dn_group& checked(dn_group* group) {
+  if (!group) throw distrinews::InvalidArgument("process group handle is null");
+  return *group;
+}
+
+}  // namespace
+
+extern "C" {
+
+int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t rank, int32_t world_size,
+                        const char* backend, int64_t timeout_ms, dn_group** out) {
+  return guarded(nullptr, [&] {
+    require(out && master_addr && *master_addr && backend, "master address, backend and out must be given");
+    *out = nullptr;
+    require(world_size >= 1, "world size must be >= 1, got ", world_size);
+    require(rank >= 0 && rank < world_size, "rank ", rank, " is outside [0, ", world_size, ")");
+    require(master_port > 0 && master_port < 65536, "master port must be in 1..65535, got ", master_port);
+    require(timeout_ms > 0, "timeout must be positive");
+    const std::string name(backend);
+    require(name == "gloo", "backend \"", name, "\" is not available in this build (gloo is)");
+    auto handle = std::make_unique<dn_group>();
+    handle->group = make_gloo_group(master_addr, master_port, rank, world_size,
+                                    std::chrono::milliseconds(timeout_ms));
+    handle->rank = rank;
+    handle->world_size = world_size;
+    *out = handle.release();
+  });
+}
+
+void dn_group_free(dn_group* group) {
+  try {
+    delete group;
+  } catch (...) {
+  }
+}
+
+int64_t dn_group_last_error(dn_group* group, char* buf, int64_t cap) {
+  return distrinews::copy_string(distrinews::read_error(errors_of(group)), buf, cap);
+}
+
+int32_t dn_group_allreduce_sum(dn_group* group, double* values, int64_t n) {
+  return guarded(errors_of(group), [&] {
+    auto& g = checked(group);
+    require(n >= 0 && (values || n == 0), "values must hold n doubles");
+    if (n == 0) return;
+    auto tensor = torch::from_blob(values, {n}, torch::kDouble).clone();
+    std::vector<at::Tensor> tensors{tensor};
+    g.group->allreduce(tensors)->wait();
+    std::memcpy(values, tensor.data_ptr<double>(), static_cast<size_t>(n) * sizeof(double));
+  });
+}
+
+int32_t dn_group_barrier(dn_group* group) {
+  return guarded(errors_of(group), [&] { checked(group).group->barrier()->wait(); });
+}
+
+int32_t dn_model_attach_ddp(dn_model* model, dn_group* group, int64_t bucket_cap_bytes,
+                            int64_t first_bucket_cap_bytes) {
+  return guarded(errors_of(model), [&] {
+    require(model, "model handle is null");
+    auto& g = checked(group);
+    require(bucket_cap_bytes > 0 && first_bucket_cap_bytes > 0, "bucket sizes must be positive");
+    std::lock_guard<std::mutex> lock(model->mutex);
+    require(!model->reducer, "this model is already attached to a process group");
+    require(model->device.is_cpu(), "DDP over gloo needs a CPU model");
+    std::vector<at::Tensor> params;
+    std::unordered_map<size_t, std::string> names;
+    for (size_t i = 0; i < model->params.size(); ++i) {
+      params.push_back(model->params[i].second);
+      names[i] = model->params[i].first;
+    }
+    {
+      // Every rank starts from rank 0's weights, whatever its own seed was (DDP's _sync_module_states).
+      c10::NoGradGuard no_grad;
+      c10d::broadcast_coalesced(g.group, params, /*buffer_size=*/250 * 1024 * 1024, /*rank=*/0);
+    }
+    // As DistributedDataParallel without find_unused_parameters: one bucket for the first iteration, then
+    // the Reducer rebuilds buckets in the order gradients actually became ready, with a small first bucket
+    // (1 MiB by default) so that the all-reduce starts early in backward, and bucket_cap_bytes after it.
+    const std::vector<bool> dense(params.size(), false);
+    auto [buckets, limits] =
+        c10d::compute_bucket_assignment_by_size(params, {std::numeric_limits<size_t>::max()}, dense);
+    (void)limits;
+    std::reverse(buckets.begin(), buckets.end());
+    model->reducer = std::make_unique<c10d::Reducer>(
+        params, std::move(buckets), g.group, dense, bucket_cap_bytes, /*find_unused_parameters=*/false,
+        /*gradient_as_bucket_view=*/false, std::move(names), first_bucket_cap_bytes,
+        /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
+        /*bucket_bytes_cap_list=*/std::vector<int64_t>{});
+    model->group = g.group;
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,3 @@
+// Declarations only: see context.h for why these files exist.
+#pragma once
+#include "context.h"

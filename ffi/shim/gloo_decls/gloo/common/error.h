@@ -1,0 +1,2 @@
+// Declarations only: see ../context.h for why these files exist.
+#pragma once

@@ -1,0 +1,45 @@
+// What the opaque handles of distrinews.h hold.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "distilbert.h"
+#include "guard.h"
+#include "optim.h"
+
+struct dn_group {
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  int rank = 0;
+  int world_size = 1;
+  distrinews::ErrorSlot errors;
+};
+
+struct dn_model {
+  dn_model(const dn_config& c, torch::Device d, distrinews::DistilBertForSequenceClassification n)
+      : config(c), device(d), net(std::move(n)) {}
+
+  dn_config config;
+  torch::Device device;
+  distrinews::DistilBertForSequenceClassification net;
+  std::vector<std::pair<std::string, torch::Tensor>> params;  // state_dict order
+  std::unique_ptr<distrinews::AdamW> optimizer;
+  // This model's own random stream (dropout), so two models in one process never perturb each other and
+  // a run is reproducible from its seed alone. Swapped into the device's default generator per step.
+  at::Tensor rng_state;
+  // DDP: PyTorch's own Reducer, which all-reduces gradient buckets while backward is still running.
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  std::unique_ptr<c10d::Reducer> reducer;
+  std::mutex mutex;  // one call at a time per model
+  distrinews::ErrorSlot errors;
+};
+
+inline distrinews::ErrorSlot* errors_of(dn_model* m) { return m ? &m->errors : nullptr; }
+inline distrinews::ErrorSlot* errors_of(dn_group* g) { return g ? &g->errors : nullptr; }
