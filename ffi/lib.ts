@@ -7,7 +7,7 @@
 import { buildShim } from "./build.ts";
 
 /** Must equal DN_ABI_VERSION in distrinews.h. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** Status codes returned by every native call. */
 export const Status = {
@@ -79,7 +79,7 @@ const SYMBOLS = {
   // Process groups. Creation, all-reduce and barrier wait on other processes, so they run on worker threads:
   // the event loop stays free to handle signals and print progress meanwhile.
   dn_group_create: {
-    parameters: ["buffer", "i32", "i32", "i32", "buffer", "i64", "buffer"],
+    parameters: ["buffer", "i32", "i32", "i32", "i32", "buffer", "i64", "buffer"],
     result: "i32",
     nonblocking: true,
   },

@@ -21,6 +21,11 @@ export interface ProcessGroupOptions {
   backend?: "gloo";
   /** How long any collective or the rendezvous may wait for a peer (default 300 s). */
   timeoutMs?: number;
+  /**
+   * Whether this process serves the rendezvous store. Default: rank 0, unless the launcher's agent serves
+   * it already (torchrun sets TORCHELASTIC_USE_AGENT_STORE=True; then every rank is a client).
+   */
+  hostStore?: boolean;
 }
 
 /** DistributedDataParallel's bucket sizes (defaults 25 MiB and a 1 MiB first bucket, as PyTorch's). */
@@ -49,6 +54,7 @@ export function processGroupOptionsFromEnv(env: (name: string) => string | undef
     worldSize: int("WORLD_SIZE", worldSize),
     masterAddr: env("MASTER_ADDR") ?? "127.0.0.1",
     masterPort: int("MASTER_PORT", env("MASTER_PORT")),
+    hostStore: env("TORCHELASTIC_USE_AGENT_STORE") === "True" ? false : undefined,
   };
 }
 
@@ -73,12 +79,14 @@ export class ProcessGroup implements Disposable {
   static async create(options: ProcessGroupOptions): Promise<ProcessGroup> {
     const lib = await loadNative();
     const { rank, worldSize, masterAddr, masterPort, backend = "gloo", timeoutMs = 300_000 } = options;
+    const hostStore = options.hostStore ?? rank === 0;
     const out = new BigUint64Array(1);
     const status = await lib.dn_group_create(
       cString(masterAddr),
       masterPort,
       rank,
       worldSize,
+      hostStore ? 1 : 0,
       cString(backend),
       BigInt(timeoutMs),
       new Uint8Array(out.buffer),

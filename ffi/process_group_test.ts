@@ -104,12 +104,20 @@ Deno.test("process group options come from torchrun's environment", () => {
     processGroupOptionsFromEnv(
       env({ WORLD_SIZE: "4", RANK: "2", MASTER_ADDR: "10.0.0.1", MASTER_PORT: "29500" }),
     ),
-    { rank: 2, worldSize: 4, masterAddr: "10.0.0.1", masterPort: 29500 },
+    { rank: 2, worldSize: 4, masterAddr: "10.0.0.1", masterPort: 29500, hostStore: undefined },
   );
   assert.throws(
     () => processGroupOptionsFromEnv(env({ WORLD_SIZE: "2", RANK: "x", MASTER_PORT: "1" })),
     /RANK/,
   );
+  // Under torchrun the agent serves the store: rank 0 must connect as a client like the others.
+  const underTorchrun = {
+    WORLD_SIZE: "2",
+    RANK: "0",
+    MASTER_PORT: "1",
+    TORCHELASTIC_USE_AGENT_STORE: "True",
+  };
+  assert.equal(processGroupOptionsFromEnv(env(underTorchrun))?.hostStore, false);
 });
 
 Deno.test("bad process group arguments fail fast with clear errors; a missing peer times out", async () => {

@@ -21,12 +21,15 @@ using distrinews::require;
 namespace {
 
 c10::intrusive_ptr<c10d::ProcessGroup> make_gloo_group(const std::string& host, int port, int rank, int size,
-                                                       std::chrono::milliseconds timeout) {
+                                                       bool host_store, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(port);
-  store_options.isServer = rank == 0;  // rank 0 hosts the rendezvous, as torchrun's env:// does
+  // Rank 0 hosts the rendezvous store, unless a launcher already does (torchrun's agent: then every rank
+  // connects as a client), the rule torch.distributed's env:// init follows.
+  store_options.isServer = host_store;
   store_options.numWorkers = static_cast<std::size_t>(size);
   store_options.timeout = timeout;
+  // The classic TCP server: with the libuv one, the other ranks' connections timed out here.
   store_options.useLibUV = false;
   c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(host, store_options);
   // torch.distributed namespaces the default group's keys the same way.
@@ -57,7 +60,7 @@ dn_group& checked(dn_group* group) {
 extern "C" {
 
 int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t rank, int32_t world_size,
-                        const char* backend, int64_t timeout_ms, dn_group** out) {
+                        int32_t host_store, const char* backend, int64_t timeout_ms, dn_group** out) {
   return guarded(nullptr, [&] {
     require(out && master_addr && *master_addr && backend, "master address, backend and out must be given");
     *out = nullptr;
@@ -68,7 +71,7 @@ int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t ra
     const std::string name(backend);
     require(name == "gloo", "backend \"", name, "\" is not available in this build (gloo is)");
     auto handle = std::make_unique<dn_group>();
-    handle->group = make_gloo_group(master_addr, master_port, rank, world_size,
+    handle->group = make_gloo_group(master_addr, master_port, rank, world_size, host_store != 0,
                                     std::chrono::milliseconds(timeout_ms));
     handle->rank = rank;
     handle->world_size = world_size;

@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define DN_ABI_VERSION 3
+#define DN_ABI_VERSION 4
 
 /* The shim is compiled with -fvisibility=hidden; only this ABI is exported. */
 #define DN_API __attribute__((visibility("default")))
@@ -129,11 +129,12 @@ DN_API int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8
                           int64_t seq, int32_t flags, float* logits, float* probs, int64_t capacity);
 
 /* ---- distributed data parallel (c10d) ---- */
-/* Joins a process group through a c10d TCPStore at master_addr:master_port (rank 0 hosts it), as
- * torch.distributed.init_process_group(init_method="env://") does. backend: "gloo" (CPU tensors).
+/* Joins a process group through a c10d TCPStore at master_addr:master_port, as
+ * torch.distributed.init_process_group(init_method="env://") does. host_store: whether this process
+ * serves the store (rank 0, unless a launcher's agent already serves it). backend: "gloo" (CPU tensors).
  * Blocks until all world_size ranks have joined or timeout_ms passes. */
 DN_API int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t rank, int32_t world_size,
-                               const char* backend, int64_t timeout_ms, dn_group** out);
+                               int32_t host_store, const char* backend, int64_t timeout_ms, dn_group** out);
 DN_API void dn_group_free(dn_group* group);
 DN_API int64_t dn_group_last_error(dn_group* group, char* buf, int64_t cap);
 /* Sums n doubles element-wise across ranks, in place (metrics: loss sums, counts). */

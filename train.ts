@@ -1,0 +1,407 @@
+/**
+ * `deno task train [flags]`: fine-tunes DistilBERT on AG News, on one device or, when started by a launcher
+ * (`deno task ddp --gpus N`, `./run_ddp.sh`, `torchrun --no-python`), as one rank of DistributedDataParallel.
+ *
+ * The whole loop is in this file, top to bottom: flags, data, model, DDP, the epoch loop, evaluation,
+ * checkpoints. Rank 0 alone prints, writes metrics and saves; every rank computes.
+ * @module
+ */
+
+import { join } from "node:path";
+import { parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
+import { type DistilBertConfig, PRESETS } from "./ffi/config.ts";
+import { cudaDeviceCount, DistilBertClassifier, setNumThreads } from "./ffi/model.ts";
+import { ProcessGroup, processGroupOptionsFromEnv } from "./ffi/process_group.ts";
+import { loadAgNews, type NewsRecord, subset } from "./data/ag_news.ts";
+import { BertTokenizer } from "./data/tokenizer.ts";
+import { TokenizedDataset } from "./data/dataset.ts";
+import { DistributedSampler } from "./data/sampler.ts";
+import { collateBatch, shardBatches } from "./data/batches.ts";
+import { linearScheduleWithWarmup, warmupSteps } from "./training/schedule.ts";
+import {
+  argmaxRows,
+  classificationReport,
+  ConfusionMatrix,
+  type MetricsRecord,
+  MetricsWriter,
+  RunningMetrics,
+} from "./training/metrics.ts";
+import { Progress } from "./training/progress.ts";
+import { pointsFromMetrics, renderChart } from "./training/chart.ts";
+import { loadConfig, loadStateDictFile, locateCheckpoint, saveCheckpoint } from "./weights/checkpoint.ts";
+import { writeFileAtomic } from "./util/fs.ts";
+
+const USAGE = `Usage: deno task train [options]
+
+Fine-tunes DistilBERT for AG News topic classification. Started by a launcher (deno task ddp, run_ddp.sh,
+torchrun --no-python) it runs as one rank of DistributedDataParallel, reading RANK, WORLD_SIZE,
+MASTER_ADDR and MASTER_PORT from the environment.
+
+Data and model:
+  --data SRC            hub (Hugging Face, cached), a folder with train/test CSV or parquet, or a file
+                        (default: hub)
+  --train-subset N      use N training rows (a seeded, class-stratified sample)
+  --eval-subset N       evaluate on N test rows (stratified)
+  --model NAME|FILE     distilbert-base-uncased, distilbert-small, or a config.json (default
+                        distilbert-base-uncased)
+  --pretrained PATH     start from these weights (a Hugging Face folder or .safetensors/.pt file);
+                        without it the model starts from scratch, and the run says so
+  --max-length N        tokens per text, [CLS] and [SEP] included (default 128)
+Optimisation:
+  --epochs N            (default 3)
+  --batch-size N        per device (default 16)
+  --grad-accum N        micro-batches per optimizer step (default 1)
+  --lr X                peak learning rate (default 5e-5)
+  --warmup X            warmup steps, or a fraction of all steps when < 1 (default 0.06)
+  --weight-decay X      AdamW weight decay on weight matrices (default 0.01)
+  --max-grad-norm X     gradient clipping, 0 to disable (default 1.0)
+  --group-by-length     batch texts of similar length together (less padding)
+  --seed N              (default 42)
+  --patience N          stop after N epochs without a better eval loss (default: never)
+Run:
+  --output DIR          checkpoint folder, Hugging Face layout (default checkpoints/distilbert_agnews)
+  --log-dir DIR         metrics.jsonl and training_curves.svg (default: DIR-logs beside --output)
+  --device DEV          auto | cpu | cuda | cuda:N (default auto; under DDP cuda:LOCAL_RANK)
+  --threads N           libtorch threads per process
+  --bf16                bf16 autocast (CUDA only)
+  -h, --help            this help`;
+
+interface TrainOptions {
+  data: string;
+  trainSubset?: number;
+  evalSubset?: number;
+  model: string;
+  pretrained?: string;
+  maxLength: number;
+  epochs: number;
+  batchSize: number;
+  gradAccum: number;
+  lr: number;
+  warmup: number;
+  weightDecay: number;
+  maxGradNorm: number;
+  groupByLength: boolean;
+  seed: number;
+  patience?: number;
+  output: string;
+  logDir: string;
+  device: string;
+  threads?: number;
+  bf16: boolean;
+}
+
+function nonNegativeNumber(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number >= 0, got "${value}"`);
+  return n;
+}
+
+function parseOptions(args: string[]): TrainOptions | undefined {
+  const { values, positionals } = parseFlags(args, {
+    data: { type: "string", default: "hub" },
+    "train-subset": { type: "string" },
+    "eval-subset": { type: "string" },
+    model: { type: "string", default: "distilbert-base-uncased" },
+    pretrained: { type: "string" },
+    "max-length": { type: "string" },
+    epochs: { type: "string" },
+    "batch-size": { type: "string" },
+    "grad-accum": { type: "string" },
+    lr: { type: "string" },
+    warmup: { type: "string" },
+    "weight-decay": { type: "string" },
+    "max-grad-norm": { type: "string" },
+    "group-by-length": { type: "boolean", default: false },
+    seed: { type: "string" },
+    patience: { type: "string" },
+    output: { type: "string", default: join("checkpoints", "distilbert_agnews") },
+    "log-dir": { type: "string" },
+    device: { type: "string", default: "auto" },
+    threads: { type: "string" },
+    bf16: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) return undefined;
+  if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
+  const optionalInt = (name: string, v: string | undefined) =>
+    v === undefined ? undefined : positiveInt(name, v, 1);
+  const lr = nonNegativeNumber("lr", values.lr, 5e-5);
+  if (lr === 0) throw new UsageError("--lr must be > 0");
+  return {
+    data: values.data!,
+    trainSubset: optionalInt("train-subset", values["train-subset"]),
+    evalSubset: optionalInt("eval-subset", values["eval-subset"]),
+    model: values.model!,
+    pretrained: values.pretrained,
+    maxLength: positiveInt("max-length", values["max-length"], 128),
+    epochs: positiveInt("epochs", values.epochs, 3),
+    batchSize: positiveInt("batch-size", values["batch-size"], 16),
+    gradAccum: positiveInt("grad-accum", values["grad-accum"], 1),
+    lr,
+    warmup: nonNegativeNumber("warmup", values.warmup, 0.06),
+    weightDecay: nonNegativeNumber("weight-decay", values["weight-decay"], 0.01),
+    maxGradNorm: nonNegativeNumber("max-grad-norm", values["max-grad-norm"], 1.0),
+    groupByLength: values["group-by-length"]!,
+    seed: Number(values.seed ?? 42),
+    patience: optionalInt("patience", values.patience),
+    output: values.output!,
+    // Not inside the checkpoint folder: a checkpoint save replaces that folder whole.
+    logDir: values["log-dir"] ?? `${values.output!.replace(/\/+$/, "")}-logs`,
+    device: values.device!,
+    threads: optionalInt("threads", values.threads),
+    bf16: values.bf16!,
+  };
+}
+
+async function modelConfig(name: string): Promise<DistilBertConfig> {
+  const preset = PRESETS[name];
+  if (preset) return structuredClone(preset) as DistilBertConfig;
+  if (name.endsWith(".json")) return await loadConfig(name);
+  throw new UsageError(`--model must be one of ${Object.keys(PRESETS).join(", ")} or a config.json path`);
+}
+
+async function loadSplit(source: string, split: "train" | "test", size: number | undefined, seed: number) {
+  const records: NewsRecord[] = await loadAgNews(source, { split });
+  return size === undefined || size >= records.length ? records : subset(records, { stratified: size, seed });
+}
+
+/** Mean cross-entropy of softmax probabilities against labels, summed (the caller divides). */
+function crossEntropySum(probabilities: Float32Array, labels: Int32Array, numLabels: number): number {
+  let sum = 0;
+  for (let i = 0; i < labels.length; i++) {
+    sum -= Math.log(Math.max(probabilities[i * numLabels + labels[i]], 1e-30));
+  }
+  return sum;
+}
+
+async function main(args: string[]): Promise<void> {
+  const options = parseOptions(args);
+  if (!options) return console.log(USAGE);
+
+  // --- who am I? torchrun's environment contract decides; no WORLD_SIZE means a single process.
+  const groupOptions = processGroupOptionsFromEnv();
+  const rank = groupOptions?.rank ?? 0;
+  const worldSize = groupOptions?.worldSize ?? 1;
+  const isMain = rank === 0; // the rank-0 guard: one process prints and writes, all of them compute
+  const log = (message: string) => isMain && console.log(message);
+  if (options.threads) await setNumThreads(options.threads);
+  else if (Deno.env.get("OMP_NUM_THREADS")) {
+    await setNumThreads(positiveInt("OMP_NUM_THREADS", Deno.env.get("OMP_NUM_THREADS"), 1));
+  }
+  if (options.bf16 && options.device === "cpu") throw new UsageError("--bf16 needs a CUDA device");
+
+  // --- model config first: it bounds the sequence length the data may use
+  const config = await modelConfig(options.model);
+  const maxLength = Math.min(options.maxLength, config.max_position_embeddings);
+  if (maxLength < options.maxLength) log(`max length capped at the model's ${maxLength} positions`);
+
+  // --- data: every rank loads and tokenizes the same records; the tokenized cache has one writer.
+  const tokenizer = await BertTokenizer.bundled();
+  const [trainRecords, testRecords] = await Promise.all([
+    loadSplit(options.data, "train", options.trainSubset, options.seed),
+    loadSplit(options.data, "test", options.evalSubset, options.seed),
+  ]);
+  const [train, test] = await Promise.all([
+    TokenizedDataset.build(trainRecords, tokenizer, { maxLength }),
+    TokenizedDataset.build(testRecords, tokenizer, { maxLength }),
+  ]);
+  log(`data: ${train.length} training rows, ${test.length} test rows (max length ${maxLength})`);
+
+  // --- model
+  // Under DDP each process owns one GPU, cuda:LOCAL_RANK (its index on this node), when there are GPUs.
+  const localRank = Number(Deno.env.get("LOCAL_RANK") ?? 0);
+  const wantsCuda = options.device === "auto" || options.device === "cuda";
+  const device = worldSize > 1 && wantsCuda
+    ? (await cudaDeviceCount() > 0 ? `cuda:${localRank}` : "cpu")
+    : options.device;
+  using model = await DistilBertClassifier.create(config, {
+    device,
+    seed: options.seed + rank, // different per rank on purpose: DDP's broadcast makes them equal
+  });
+  if (options.pretrained) {
+    const files = await locateCheckpoint(options.pretrained);
+    const report = model.loadStateDict(await loadStateDictFile(files.weightsPath), { strict: false });
+    log(
+      `weights: ${files.weightsPath} (newly initialised: ${report.missing.join(", ") || "none"}; ` +
+        `ignored: ${report.unexpected.length} tensors)`,
+    );
+  } else {
+    log("weights: none given, training from scratch (pass --pretrained for a fine-tuning run)");
+  }
+  model.configureOptimizer({ weightDecay: options.weightDecay });
+  log(
+    `model: ${model.parameterCount().toLocaleString()} parameters on ${model.device}, ${worldSize} process(es)`,
+  );
+
+  // --- DDP: join the group, then let c10d's Reducer average gradients during backward.
+  let group: ProcessGroup | undefined;
+  if (groupOptions && worldSize > 1) {
+    group = await ProcessGroup.create(groupOptions);
+    await group.attachDdp(model);
+  }
+  const signal = new AbortController();
+  const stop = () => signal.abort();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+
+  try {
+    // --- the schedule lives in TypeScript: one lr per optimizer step
+    const sampler = new DistributedSampler(train.length, {
+      numReplicas: worldSize,
+      rank,
+      seed: options.seed,
+    });
+    const microBatches = Math.ceil(sampler.length / options.batchSize);
+    const stepsPerEpoch = Math.ceil(microBatches / options.gradAccum);
+    const totalSteps = stepsPerEpoch * options.epochs;
+    const schedule = linearScheduleWithWarmup({
+      baseLr: options.lr,
+      warmupSteps: warmupSteps(totalSteps, options.warmup),
+      totalSteps,
+    });
+    if (isMain) await Deno.mkdir(options.logDir, { recursive: true });
+    using metrics = isMain ? await MetricsWriter.open(join(options.logDir, "metrics.jsonl")) : undefined;
+    const history: MetricsRecord[] = [];
+    const record = (r: MetricsRecord) => {
+      history.push(r);
+      metrics?.write(r);
+    };
+
+    let step = 0, bestLoss = Infinity, sinceBest = 0;
+    for (let epoch = 0; epoch < options.epochs && !signal.signal.aborted; epoch++) {
+      // set_epoch: every rank draws the same permutation this epoch (shards stay disjoint) and a new one
+      // next epoch. Forgetting it repeats epoch 0's order forever.
+      sampler.setEpoch(epoch);
+      const shard = await sampler.indices();
+      const running = new RunningMetrics();
+      const progress = isMain
+        ? new Progress({ total: stepsPerEpoch, label: `epoch ${epoch + 1}/${options.epochs}` })
+        : undefined;
+      const started = performance.now();
+      let micro = 0;
+      for (
+        const batch of shardBatches(train, shard, {
+          batchSize: options.batchSize,
+          groupByLength: options.groupByLength,
+          seed: options.seed,
+          epoch,
+        })
+      ) {
+        if (signal.signal.aborted) break;
+        micro++;
+        const apply = micro % options.gradAccum === 0 || micro === microBatches;
+        const result = await model.trainStepAsync(batch, {
+          lr: schedule(step),
+          maxGradNorm: options.maxGradNorm,
+          lossScale: 1 / options.gradAccum,
+          apply,
+          bf16: options.bf16,
+        });
+        running.add(result);
+        if (apply) {
+          step++;
+          progress?.update({
+            step: step - epoch * stepsPerEpoch,
+            samples: running.count * worldSize,
+            loss: result.loss,
+          });
+        }
+      }
+      progress?.finish();
+      if (signal.signal.aborted) break;
+      // Each rank saw only its shard: sum loss, correct and count over ranks so rank 0 logs global figures.
+      const global = RunningMetrics.fromArray(
+        group ? await group.allReduceSum(running.toArray()) : running.toArray(),
+      );
+      const seconds = (performance.now() - started) / 1000;
+      record({
+        event: "epoch",
+        epoch: epoch + 1,
+        step,
+        train_loss: global.meanLoss,
+        train_accuracy: global.accuracy,
+        samples: global.count,
+        seconds,
+      });
+
+      // --- evaluation: each rank scores a disjoint slice of the test set (no padding duplicates), then
+      // the sums and the confusion matrix are all-reduced.
+      const evalStarted = performance.now();
+      const k = model.numLabels;
+      const confusion = new ConfusionMatrix(k);
+      let lossSum = 0;
+      const mine = Int32Array.from(
+        { length: Math.ceil((test.length - rank) / worldSize) },
+        (_, i) => rank + i * worldSize,
+      );
+      for (let i = 0; i < mine.length; i += 64) {
+        const batch = collateBatch(test, mine.subarray(i, i + 64));
+        const { probabilities } = await model.predictAsync(batch, { bf16: options.bf16 });
+        lossSum += crossEntropySum(probabilities, batch.labels, k);
+        confusion.add(batch.labels, argmaxRows(probabilities, k));
+      }
+      const reduced = group
+        ? await group.allReduceSum(Float64Array.of(lossSum, ...confusion.toArray()))
+        : Float64Array.of(lossSum, ...confusion.toArray());
+      const all = ConfusionMatrix.fromArray(reduced.subarray(1));
+      const report = classificationReport(all, { labels: "all" });
+      const evalLoss = reduced[0] / all.total;
+      record({
+        event: "eval",
+        epoch: epoch + 1,
+        step,
+        eval_loss: evalLoss,
+        eval_accuracy: report.accuracy,
+        eval_macro_f1: report.macroF1,
+        eval_f1_per_class: Object.fromEntries(
+          config.id2label.map((name, c) => [name, report.perClass[c].f1]),
+        ),
+        samples: all.total,
+        seconds: (performance.now() - evalStarted) / 1000,
+      });
+      log(
+        `epoch ${epoch + 1}: train loss ${global.meanLoss.toFixed(4)} acc ${
+          (global.accuracy * 100).toFixed(2)
+        }% ` +
+          `| ${(global.count / seconds).toFixed(1)} samples/s, ${seconds.toFixed(1)} s | eval loss ${
+            evalLoss.toFixed(4)
+          } ` +
+          `acc ${(report.accuracy * 100).toFixed(2)}% macro-F1 ${report.macroF1.toFixed(4)}`,
+      );
+
+      // --- checkpoint: rank 0 writes; the others wait at the barrier so nobody races ahead (or exits)
+      // while the file is half written.
+      if (evalLoss < bestLoss) {
+        bestLoss = evalLoss;
+        sinceBest = 0;
+        if (isMain) {
+          await saveCheckpoint(options.output, model, { tokenizer });
+          log(`saved ${options.output} (best eval loss so far)`);
+        }
+      } else sinceBest++;
+      await group?.barrier();
+      if (options.patience !== undefined && sinceBest >= options.patience) {
+        log(`early stop: no better eval loss for ${options.patience} epoch(s)`);
+        break;
+      }
+    }
+    if (isMain && history.length) {
+      await writeFileAtomic(
+        join(options.logDir, "training_curves.svg"),
+        renderChart(pointsFromMetrics(history)),
+      );
+    }
+    if (signal.signal.aborted) throw new Error("interrupted by a signal; the last checkpoint is kept");
+    // A clean finish: every rank gets here before the group is destroyed.
+    await group?.barrier();
+  } finally {
+    // destroy_process_group on every exit path. (No barrier on error paths: a failed peer would never
+    // arrive, and the launcher is already stopping the others.)
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+    group?.dispose();
+  }
+}
+
+if (import.meta.main) await runCli(USAGE, () => main(Deno.args));

@@ -1,0 +1,148 @@
+// The training entry point as users run it: real processes, real data files (committed fixtures), a tiny
+// model; single-process and DDP over Gloo through the launcher.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { loadModel } from "./weights/checkpoint.ts";
+import { readMetrics } from "./training/metrics.ts";
+import { exists } from "./util/fs.ts";
+import { collate } from "./data/collate.ts";
+import { BertTokenizer } from "./data/tokenizer.ts";
+import { assertClose, referenceLogits, ROOT, tempDir, writeBatchJson } from "./tests/helpers.ts";
+
+const TINY = join(ROOT, "tests", "fixtures", "tiny_config.json");
+
+async function dataDir(dir: string): Promise<string> {
+  const data = join(dir, "data");
+  await Deno.mkdir(data);
+  await Deno.copyFile(join(ROOT, "data", "fixtures", "ag_news", "train_sample.csv"), join(data, "train.csv"));
+  await Deno.copyFile(join(ROOT, "data", "fixtures", "ag_news", "test_sample.csv"), join(data, "test.csv"));
+  return data;
+}
+
+function run(args: string[], env: Record<string, string> = {}) {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+    env,
+  });
+}
+
+const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+
+Deno.test("train: one process writes a Hugging Face checkpoint, metrics per epoch and a chart", async () => {
+  await using tmp = await tempDir();
+  const data = await dataDir(tmp.path);
+  const output = join(tmp.path, "ckpt");
+  const args = [
+    "train.ts",
+    "--data",
+    data,
+    "--model",
+    TINY,
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--lr",
+    "1e-3",
+  ];
+  const out = await run([...args, "--output", output], { DISTRINEWS_CACHE: join(tmp.path, "cache") })
+    .output();
+  assert.equal(out.code, 0, decode(out.stderr));
+  const stdout = decode(out.stdout);
+  assert.match(stdout, /training from scratch/);
+  assert.match(stdout, /epoch 1: train loss [\d.]+ acc [\d.]+%.*eval loss [\d.]+ acc [\d.]+% macro-F1/);
+  const records = await readMetrics(join(`${output}-logs`, "metrics.jsonl"));
+  assert.deepEqual(records.map((r) => `${r.event}${r.epoch}`), ["epoch1", "eval1", "epoch2", "eval2"]);
+  const evalRecord = records[1] as { samples: number; eval_f1_per_class: Record<string, number> };
+  assert.equal(evalRecord.samples, 120, "every test row evaluated once");
+  assert.deepEqual(Object.keys(evalRecord.eval_f1_per_class), ["World", "Sports", "Business", "Sci/Tech"]);
+  assert.match(
+    await Deno.readTextFile(join(`${output}-logs`, "training_curves.svg")),
+    /^<svg[\s\S]*<\/svg>\s*$/,
+  );
+  // The checkpoint loads strictly in transformers and gives our logits.
+  const tokenizer = await BertTokenizer.bundled();
+  const batch = {
+    ...collate(["Oil prices climb", "Late goal wins the derby"].map((t) => tokenizer.encode(t).ids)),
+    labels: new Int32Array([2, 1]),
+  };
+  await writeBatchJson(join(tmp.path, "batch.json"), batch);
+  const loaded = await loadModel(output, { device: "cpu" });
+  using model = loaded.model;
+  assertClose(
+    model.predict(batch).logits,
+    await referenceLogits(output, join(tmp.path, "batch.json")),
+    1e-5,
+    "logits",
+  );
+});
+
+Deno.test("train under DDP: 2 CPU ranks through the launcher; only rank 0 prints and writes", async () => {
+  await using tmp = await tempDir();
+  const data = await dataDir(tmp.path);
+  const output = join(tmp.path, "ddp");
+  const flags = ["--data", data, "--model", TINY, "--epochs", "1", "--batch-size", "8", "--output", output];
+  const out = await run(["launch.ts", "--gpus", "2", "--", ...flags], {
+    DISTRINEWS_CACHE: join(tmp.path, "cache"),
+  })
+    .output();
+  const stdout = decode(out.stdout), stderr = decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  assert.match(stdout, /\[rank 0\] model: [\d,]+ parameters on cpu, 2 process\(es\)/);
+  assert.match(stdout, /\[rank 0\] epoch 1: .* eval loss/);
+  assert.doesNotMatch(stdout, /\[rank 1\]/, "rank 1 prints nothing");
+  const records = await readMetrics(join(`${output}-logs`, "metrics.jsonl"));
+  assert.equal((records[0] as { samples: number }).samples, 120, "train metrics are global: both shards");
+  assert.equal(
+    (records[1] as { samples: number }).samples,
+    120,
+    "eval covers the test set once across ranks",
+  );
+  const loaded = await loadModel(output, { device: "cpu" });
+  loaded.model.dispose();
+});
+
+Deno.test("train under DDP: a rank that dies mid-epoch stops the job within 10 s, nothing left behind", async () => {
+  await using tmp = await tempDir();
+  const data = await dataDir(tmp.path);
+  const output = join(tmp.path, "crash");
+  // Many tiny epochs keep the ranks busy long enough to kill one of them in the middle.
+  const flags = ["--data", data, "--model", TINY, "--epochs", "200", "--batch-size", "4", "--output", output];
+  const launcher = run(["launch.ts", "--gpus", "2", "--", ...flags], {
+    DISTRINEWS_CACHE: join(tmp.path, "cache"),
+  })
+    .spawn();
+  const pattern = `train.ts.*--output ${output}`;
+  let victim: number | undefined;
+  for (let i = 0; i < 300 && victim === undefined; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const ps = await new Deno.Command("pgrep", { args: ["-f", pattern], stdout: "piped" }).output();
+    const pids = decode(ps.stdout).trim().split("\n").filter(Boolean).map(Number);
+    if (pids.length === 2 && await exists(`${output}-logs/metrics.jsonl`)) victim = Math.max(...pids);
+  }
+  assert.ok(victim, "both ranks started training");
+  const killedAt = performance.now();
+  Deno.kill(victim, "SIGKILL");
+  const status = await launcher.output();
+  const seconds = (performance.now() - killedAt) / 1000;
+  assert.notEqual(status.code, 0);
+  assert.ok(seconds < 10, `the launcher took ${seconds.toFixed(1)} s to stop`);
+  assert.match(decode(status.stderr), /FAILED: rank \d failed first/);
+  const left = await new Deno.Command("pgrep", { args: ["-f", pattern], stdout: "piped" }).output();
+  assert.equal(decode(left.stdout).trim(), "", "no rank process left");
+});
+
+Deno.test("train: bad flags exit 2 with the usage; a missing data source exits 1 with a message", async () => {
+  const flag = await run(["train.ts", "--epochs", "zero"]).output();
+  assert.equal(flag.code, 2);
+  assert.match(decode(flag.stderr), /--epochs must be a positive integer[\s\S]*Usage: deno task train/);
+  const model = await run(["train.ts", "--model", "gpt-5"]).output();
+  assert.equal(model.code, 2);
+  assert.match(decode(model.stderr), /--model must be one of/);
+  const data = await run(["train.ts", "--data", "/nonexistent/agnews", "--model", TINY]).output();
+  assert.equal(data.code, 1);
+  assert.doesNotMatch(decode(data.stderr), / {4}at /, "no stack trace");
+});
