@@ -29,7 +29,64 @@ import {
 import { Progress } from "./training/progress.ts";
 import { pointsFromMetrics, renderChart } from "./training/chart.ts";
 import { loadConfig, loadStateDictFile, locateCheckpoint, saveCheckpoint } from "./weights/checkpoint.ts";
-import { writeFileAtomic } from "./util/fs.ts";
+import { exists, writeFileAtomic } from "./util/fs.ts";
+import { readSafetensors, readSafetensorsMetadata, writeSafetensors } from "./weights/safetensors.ts";
+import type { StateDict } from "./weights/tensor.ts";
+import { readMetrics } from "./training/metrics.ts";
+
+/** Where the loop stands, saved with the training state at the end of every epoch. */
+interface LoopState {
+  epoch: number;
+  step: number;
+  bestLoss: number;
+  sinceBest: number;
+}
+
+/**
+ * Each rank saves its own training state: the weights, AdamW's moments and steps, and its dropout RNG
+ * stream, which differs per rank (the one file every rank writes, not just rank 0).
+ */
+function trainStatePath(logDir: string, rank: number): string {
+  return join(logDir, "train_state", `rank${rank}.safetensors`);
+}
+
+async function saveTrainState(path: string, model: DistilBertClassifier, loop: LoopState, worldSize: number) {
+  const entries: StateDict = new Map();
+  for (const [name, t] of model.stateDict()) entries.set(`model.${name}`, t);
+  for (const [name, t] of model.trainState()) entries.set(name, t);
+  await Deno.mkdir(join(path, ".."), { recursive: true });
+  const metadata = {
+    format: "pt",
+    ...Object.fromEntries(Object.entries(loop).map(([k, v]) => [k, String(v)])),
+  };
+  await writeFileAtomic(path, writeSafetensors(entries, { ...metadata, world_size: String(worldSize) }));
+}
+
+async function loadTrainState(
+  path: string,
+  model: DistilBertClassifier,
+  worldSize: number,
+): Promise<LoopState> {
+  if (!await exists(path)) throw new Error(`--resume: no training state at ${path} (no epoch finished yet?)`);
+  const bytes = await Deno.readFile(path);
+  const meta = readSafetensorsMetadata(bytes, path);
+  if (Number(meta.world_size) !== worldSize) {
+    throw new Error(`--resume: ${path} was saved by ${meta.world_size} rank(s), this run has ${worldSize}`);
+  }
+  const state = readSafetensors(bytes, path);
+  const weights: StateDict = new Map(), rest: StateDict = new Map();
+  for (const [name, t] of state) {
+    (name.startsWith("model.") ? weights : rest).set(name.slice(name.startsWith("model.") ? 6 : 0), t);
+  }
+  model.loadStateDict(weights, { source: path });
+  model.loadTrainState(rest, path);
+  return {
+    epoch: Number(meta.epoch),
+    step: Number(meta.step),
+    bestLoss: Number(meta.bestLoss),
+    sinceBest: Number(meta.sinceBest),
+  };
+}
 
 const USAGE = `Usage: deno task train [options]
 
@@ -60,7 +117,9 @@ Optimisation:
   --patience N          stop after N epochs without a better eval loss (default: never)
 Run:
   --output DIR          checkpoint folder, Hugging Face layout (default checkpoints/distilbert_agnews)
-  --log-dir DIR         metrics.jsonl and training_curves.svg (default: DIR-logs beside --output)
+  --log-dir DIR         metrics.jsonl, training_curves.svg and the per-rank training state (default:
+                        DIR-logs beside --output)
+  --resume              continue from the training state of the last completed epoch in --log-dir
   --device DEV          auto | cpu | cuda | cuda:N (default auto; under DDP cuda:LOCAL_RANK)
   --threads N           libtorch threads per process
   --bf16                bf16 autocast (CUDA only)
@@ -85,6 +144,7 @@ interface TrainOptions {
   patience?: number;
   output: string;
   logDir: string;
+  resume: boolean;
   device: string;
   threads?: number;
   bf16: boolean;
@@ -117,6 +177,7 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     patience: { type: "string" },
     output: { type: "string", default: join("checkpoints", "distilbert_agnews") },
     "log-dir": { type: "string" },
+    resume: { type: "boolean", default: false },
     device: { type: "string", default: "auto" },
     threads: { type: "string" },
     bf16: { type: "boolean", default: false },
@@ -148,6 +209,7 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     output: values.output!,
     // Not inside the checkpoint folder: a checkpoint save replaces that folder whole.
     logDir: values["log-dir"] ?? `${values.output!.replace(/\/+$/, "")}-logs`,
+    resume: values.resume!,
     device: values.device!,
     threads: optionalInt("threads", values.threads),
     bf16: values.bf16!,
@@ -230,6 +292,10 @@ async function main(args: string[]): Promise<void> {
     log("weights: none given, training from scratch (pass --pretrained for a fine-tuning run)");
   }
   model.configureOptimizer({ weightDecay: options.weightDecay });
+  const resumed = options.resume
+    ? await loadTrainState(trainStatePath(options.logDir, rank), model, worldSize)
+    : undefined;
+  if (resumed) log(`resuming after epoch ${resumed.epoch} (optimizer step ${resumed.step})`);
   log(
     `model: ${model.parameterCount().toLocaleString()} parameters on ${model.device}, ${worldSize} process(es)`,
   );
@@ -261,15 +327,24 @@ async function main(args: string[]): Promise<void> {
       totalSteps,
     });
     if (isMain) await Deno.mkdir(options.logDir, { recursive: true });
-    using metrics = isMain ? await MetricsWriter.open(join(options.logDir, "metrics.jsonl")) : undefined;
-    const history: MetricsRecord[] = [];
+    const metricsPath = join(options.logDir, "metrics.jsonl");
+    // A resumed run keeps the records of the epochs it is not repeating, and appends after them.
+    const history: MetricsRecord[] = resumed && isMain && await exists(metricsPath)
+      ? (await readMetrics(metricsPath)).filter((r) => r.epoch <= resumed.epoch)
+      : [];
+    if (resumed && isMain) {
+      await writeFileAtomic(metricsPath, history.map((r) => JSON.stringify(r) + "\n").join(""));
+    }
+    using metrics = isMain
+      ? await MetricsWriter.open(metricsPath, { append: resumed !== undefined })
+      : undefined;
     const record = (r: MetricsRecord) => {
       history.push(r);
       metrics?.write(r);
     };
 
-    let step = 0, bestLoss = Infinity, sinceBest = 0;
-    for (let epoch = 0; epoch < options.epochs && !signal.signal.aborted; epoch++) {
+    let { step, bestLoss, sinceBest } = resumed ?? { step: 0, bestLoss: Infinity, sinceBest: 0 };
+    for (let epoch = resumed?.epoch ?? 0; epoch < options.epochs && !signal.signal.aborted; epoch++) {
       // set_epoch: every rank draws the same permutation this epoch (shards stay disjoint) and a new one
       // next epoch. Forgetting it repeats epoch 0's order forever.
       sampler.setEpoch(epoch);
@@ -380,6 +455,12 @@ async function main(args: string[]): Promise<void> {
           log(`saved ${options.output} (best eval loss so far)`);
         }
       } else sinceBest++;
+      await saveTrainState(trainStatePath(options.logDir, rank), model, {
+        epoch: epoch + 1,
+        step,
+        bestLoss,
+        sinceBest,
+      }, worldSize);
       await group?.barrier();
       if (options.patience !== undefined && sinceBest >= options.patience) {
         log(`early stop: no better eval loss for ${options.patience} epoch(s)`);

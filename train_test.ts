@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { loadModel } from "./weights/checkpoint.ts";
 import { readMetrics } from "./training/metrics.ts";
 import { exists } from "./util/fs.ts";
+import { loadSafetensors } from "./weights/safetensors.ts";
 import { collate } from "./data/collate.ts";
 import { BertTokenizer } from "./data/tokenizer.ts";
 import { assertClose, referenceLogits, ROOT, tempDir, writeBatchJson } from "./tests/helpers.ts";
@@ -145,4 +146,51 @@ Deno.test("train: bad flags exit 2 with the usage; a missing data source exits 1
   const data = await run(["train.ts", "--data", "/nonexistent/agnews", "--model", TINY]).output();
   assert.equal(data.code, 1);
   assert.doesNotMatch(decode(data.stderr), / {4}at /, "no stack trace");
+});
+
+Deno.test("train --resume after a kill mid-run ends with the same parameters as an uninterrupted run", async () => {
+  await using tmp = await tempDir();
+  const data = await dataDir(tmp.path);
+  const env = { DISTRINEWS_CACHE: join(tmp.path, "cache") };
+  // Dropout stays on: the resumed run must also continue the same random stream.
+  const flags = (output: string) => [
+    "train.ts",
+    "--data",
+    data,
+    "--model",
+    TINY,
+    "--epochs",
+    "5",
+    "--batch-size",
+    "4",
+    "--lr",
+    "1e-3",
+    "--output",
+    output,
+  ];
+  const straight = await run(flags(join(tmp.path, "straight")), env).output();
+  assert.equal(straight.code, 0, decode(straight.stderr));
+
+  const output = join(tmp.path, "resumed");
+  const first = run(flags(output), env).spawn();
+  // Kill it as soon as the first epoch's training state exists (it is then somewhere in epoch 2..5).
+  const statePath = join(`${output}-logs`, "train_state", "rank0.safetensors");
+  while (!await exists(statePath)) await new Promise((r) => setTimeout(r, 20));
+  first.kill("SIGKILL");
+  await first.output();
+  const resumed = await run([...flags(output), "--resume"], env).output();
+  assert.equal(resumed.code, 0, decode(resumed.stderr));
+  // Resumed from a middle epoch, so the test really exercises restoring the state.
+  assert.match(decode(resumed.stdout), /resuming after epoch [1-4] /);
+
+  const load = async (
+    dir: string,
+  ) => (await loadSafetensors(join(`${dir}-logs`, "train_state", "rank0.safetensors")));
+  const a = await load(join(tmp.path, "straight")), b = await load(output);
+  for (const [name, t] of a) {
+    if (!name.startsWith("model.")) continue;
+    assert.deepEqual(b.get(name)!.data, t.data, `${name} differs after resuming`);
+  }
+  const records = await readMetrics(join(`${output}-logs`, "metrics.jsonl"));
+  assert.deepEqual(records.filter((r) => r.event === "eval").map((r) => r.epoch), [1, 2, 3, 4, 5]);
 });

@@ -7,7 +7,7 @@
 import { buildShim } from "./build.ts";
 
 /** Must equal DN_ABI_VERSION in distrinews.h. */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;
 
 /** Status codes returned by every native call. */
 export const Status = {
@@ -31,7 +31,7 @@ const STATUS_NAMES: Record<number, string> = {
 export const Flags = { APPLY: 1, BF16: 2 } as const;
 
 /** Element type codes of dn_model_param_write. */
-export const DTypeCode = { F32: 0, F16: 1, BF16: 2, F64: 3 } as const;
+export const DTypeCode = { F32: 0, F16: 1, BF16: 2, F64: 3, U8: 4 } as const;
 
 /** Maximum tensor rank reported by dn_model_param_info. */
 export const MAX_NDIM = 8;
@@ -54,6 +54,13 @@ const SYMBOLS = {
   dn_model_param_read: { parameters: modelArgs("i64", "buffer", "i64"), result: "i32" },
   dn_model_param_write: { parameters: modelArgs("i64", "i32", "buffer", "i64"), result: "i32" },
   dn_model_save_pt: { parameters: modelArgs("buffer"), result: "i32" },
+  dn_train_state_count: { parameters: modelArgs("buffer"), result: "i32" },
+  dn_train_state_info: {
+    parameters: modelArgs("i64", "buffer", "i64", "buffer", "buffer", "buffer"),
+    result: "i32",
+  },
+  dn_train_state_read: { parameters: modelArgs("i64", "buffer", "i64"), result: "i32" },
+  dn_train_state_write: { parameters: modelArgs("i64", "buffer", "i64"), result: "i32" },
   dn_optimizer_configure: { parameters: modelArgs("f64", "f64", "f64", "f64"), result: "i32" },
   dn_train_step: {
     parameters: modelArgs("buffer", "buffer", "buffer", "i64", "i64", "f64", "f64", "f64", "i32", "buffer"),

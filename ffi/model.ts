@@ -421,6 +421,57 @@ export class DistilBertClassifier implements Disposable {
     }
   }
 
+  /**
+   * Everything beyond the weights that a resumed run needs to continue bit for bit: AdamW's moments and
+   * step counts per parameter (`optimizer.exp_avg.<name>`, `optimizer.exp_avg_sq.<name>`,
+   * `optimizer.step.<name>`, float32) and this model's dropout RNG state (`rng_state`, uint8).
+   */
+  trainState(): StateDict {
+    const n = native(), h = this.#live();
+    const count = new BigInt64Array(1);
+    this.#check("dn_train_state_count", n.dn_train_state_count(h, new Uint8Array(count.buffer)));
+    const name = new Uint8Array(1024), shape = new BigInt64Array(MAX_NDIM), ndim = new Int32Array(1);
+    const dtype = new Int32Array(1);
+    const out: StateDict = new Map();
+    for (let i = 0; i < Number(count[0]); i++) {
+      this.#check(
+        "dn_train_state_info",
+        n.dn_train_state_info(
+          h,
+          BigInt(i),
+          name,
+          BigInt(name.length),
+          new Uint8Array(shape.buffer),
+          new Uint8Array(ndim.buffer),
+          new Uint8Array(dtype.buffer),
+        ),
+      );
+      const dims = Array.from(shape.subarray(0, ndim[0]), Number);
+      const kind = dtype[0] === DTypeCode.U8 ? "U8" : "F32";
+      const data = new Uint8Array(numel(dims) * (kind === "U8" ? 1 : 4));
+      this.#check("dn_train_state_read", n.dn_train_state_read(h, BigInt(i), data, BigInt(data.length)));
+      out.set(readCString(name, name.indexOf(0)), { dtype: kind, shape: dims, data });
+    }
+    return out;
+  }
+
+  /** Restores {@link trainState}'s output; every entry must be present with its exact size. */
+  loadTrainState(state: StateDict, source = "training state"): void {
+    const current = this.trainState();
+    const missing = [...current.keys()].filter((k) => !state.has(k));
+    if (missing.length) {
+      throw new Error(`${source} lacks ${missing.length} entries (${missing.slice(0, 3).join(", ")}...)`);
+    }
+    const n = native(), h = this.#live();
+    [...current.keys()].forEach((key, i) => {
+      const t = state.get(key)!;
+      this.#check(
+        "dn_train_state_write",
+        n.dn_train_state_write(h, BigInt(i), t.data, BigInt(t.data.byteLength)),
+      );
+    });
+  }
+
   /** Replaces the AdamW optimizer (and its state). Defaults: transformers' TrainingArguments. */
   configureOptimizer(options: OptimizerOptions = {}): void {
     const { weightDecay = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8 } = options;

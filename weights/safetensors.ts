@@ -13,11 +13,10 @@ function fail(source: string, message: string): never {
   throw new Error(`${source}: not a valid safetensors file: ${message}`);
 }
 
-/**
- * Parses safetensors bytes into a state_dict. Tensor data are views into `bytes` (no copy).
- * @param source a name for error messages, usually the file path.
- */
-export function readSafetensors(bytes: Uint8Array, source = "safetensors"): StateDict {
+function parseHeader(
+  bytes: Uint8Array,
+  source: string,
+): { header: Record<string, unknown>; dataStart: number } {
   if (bytes.length < 8) fail(source, `only ${bytes.length} bytes`);
   const headerLength = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
   if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, bytes.length - 8))) {
@@ -36,9 +35,24 @@ export function readSafetensors(bytes: Uint8Array, source = "safetensors"): Stat
   if (typeof header !== "object" || header === null || Array.isArray(header)) {
     fail(source, "header is not an object");
   }
+  return { header: header as Record<string, unknown>, dataStart };
+}
+
+/** The `__metadata__` strings of safetensors bytes ({} when there are none). */
+export function readSafetensorsMetadata(bytes: Uint8Array, source = "safetensors"): Record<string, string> {
+  const meta = parseHeader(bytes, source).header.__metadata__;
+  return typeof meta === "object" && meta !== null ? meta as Record<string, string> : {};
+}
+
+/**
+ * Parses safetensors bytes into a state_dict. Tensor data are views into `bytes` (no copy).
+ * @param source a name for error messages, usually the file path.
+ */
+export function readSafetensors(bytes: Uint8Array, source = "safetensors"): StateDict {
+  const { header, dataStart } = parseHeader(bytes, source);
   const dataLength = bytes.length - dataStart;
   const state: StateDict = new Map();
-  for (const [name, info] of Object.entries(header as Record<string, unknown>)) {
+  for (const [name, info] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     const { dtype, shape, data_offsets: offsets } = (info ?? {}) as Record<string, unknown>;
     if (typeof dtype !== "string" || !(dtype in DTYPE_SIZE)) {

@@ -135,6 +135,36 @@ const torch::Tensor& param_at(dn_model& m, int64_t i) {
 
 }  // namespace
 
+namespace {
+
+// One entry of the training state: a name and the tensor it lives in (optimizer slots or the RNG state).
+struct StateEntry {
+  std::string name;
+  at::Tensor* tensor;
+};
+
+std::vector<StateEntry> train_state(dn_model& m) {
+  std::vector<StateEntry> entries;
+  for (auto& [name, p] : m.params) {
+    auto slots = m.optimizer->slots_for(p);
+    entries.push_back({"optimizer.exp_avg." + name, slots.exp_avg});
+    entries.push_back({"optimizer.exp_avg_sq." + name, slots.exp_avg_sq});
+    entries.push_back({"optimizer.step." + name, slots.step});
+  }
+  entries.push_back({"rng_state", &m.rng_state});
+  return entries;
+}
+
+StateEntry state_at(dn_model& m, int64_t i) {
+  auto entries = train_state(m);
+  require(i >= 0 && i < static_cast<int64_t>(entries.size()), "training state index ", i, " out of range");
+  return entries[static_cast<size_t>(i)];
+}
+
+int64_t byte_size(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
+
+}  // namespace
+
 extern "C" {
 
 int32_t dn_abi_version(void) { return DN_ABI_VERSION; }
@@ -306,6 +336,60 @@ int32_t dn_model_save_pt(dn_model* model, const char* path) {
     file.write(archive.data(), static_cast<std::streamsize>(archive.size()));
     file.flush();
     if (!file) throw IoError(c10::str("failed writing ", path));
+  });
+}
+
+
+int32_t dn_train_state_count(dn_model* model, int64_t* out) {
+  return guarded(errors_of(model), [&] {
+    auto& m = checked(model);
+    require(out, "out must not be null");
+    std::lock_guard<std::mutex> lock(m.mutex);
+    *out = static_cast<int64_t>(train_state(m).size());
+  });
+}
+
+int32_t dn_train_state_info(dn_model* model, int64_t i, char* name, int64_t name_cap, int64_t* shape,
+                            int32_t* ndim, int32_t* dtype) {
+  return guarded(errors_of(model), [&] {
+    auto& m = checked(model);
+    require(shape && ndim && dtype, "shape, ndim and dtype must not be null");
+    std::lock_guard<std::mutex> lock(m.mutex);
+    auto entry = state_at(m, i);
+    const auto& t = *entry.tensor;
+    require(t.dim() <= DN_MAX_NDIM, "state tensor has too many dimensions");
+    copy_string(entry.name, name, name_cap);
+    *ndim = static_cast<int32_t>(t.dim());
+    for (int64_t d = 0; d < t.dim(); ++d) shape[d] = t.size(d);
+    *dtype = t.scalar_type() == torch::kByte ? DN_DTYPE_U8 : DN_DTYPE_F32;
+  });
+}
+
+int32_t dn_train_state_read(dn_model* model, int64_t i, void* out, int64_t nbytes) {
+  return guarded(errors_of(model), [&] {
+    auto& m = checked(model);
+    std::lock_guard<std::mutex> lock(m.mutex);
+    auto entry = state_at(m, i);
+    auto host = entry.tensor->detach().to(torch::kCPU).contiguous();
+    require(out && nbytes == byte_size(host), entry.name, ": buffer must hold ", byte_size(host), " bytes");
+    std::memcpy(out, host.data_ptr(), static_cast<size_t>(nbytes));
+  });
+}
+
+int32_t dn_train_state_write(dn_model* model, int64_t i, const void* data, int64_t nbytes) {
+  return guarded(errors_of(model), [&] {
+    auto& m = checked(model);
+    std::lock_guard<std::mutex> lock(m.mutex);
+    auto entry = state_at(m, i);
+    auto& t = *entry.tensor;
+    require(data && nbytes == byte_size(t), entry.name, ": expected ", byte_size(t), " bytes, got ", nbytes);
+    auto src = torch::from_blob(const_cast<void*>(data), t.sizes(), t.scalar_type());
+    c10::NoGradGuard no_grad;
+    if (entry.tensor == &m.rng_state) {
+      t = src.clone();  // a generator state is replaced whole, on the CPU where generators keep it
+    } else {
+      t.copy_(src);
+    }
   });
 }
 

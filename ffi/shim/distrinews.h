@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define DN_ABI_VERSION 4
+#define DN_ABI_VERSION 5
 
 /* The shim is compiled with -fvisibility=hidden; only this ABI is exported. */
 #define DN_API __attribute__((visibility("default")))
@@ -37,6 +37,7 @@ extern "C" {
 #define DN_DTYPE_F16 1
 #define DN_DTYPE_BF16 2
 #define DN_DTYPE_F64 3
+#define DN_DTYPE_U8 4 /* only in training state (the RNG state) */
 
 /* Flags of dn_train_step and dn_predict. */
 #define DN_STEP_APPLY 1 /* after backward: clip gradients, AdamW step, zero gradients */
@@ -109,6 +110,16 @@ DN_API int32_t dn_model_param_read(dn_model* model, int64_t i, float* out, int64
 DN_API int32_t dn_model_param_write(dn_model* model, int64_t i, int32_t dtype, const void* data, int64_t nbytes);
 /* Writes the state_dict with torch::pickle_save (readable by Python's torch.load(weights_only=True)). */
 DN_API int32_t dn_model_save_pt(dn_model* model, const char* path);
+
+/* Training state beyond the weights, for resuming a run exactly: for each parameter (state_dict order)
+ * "optimizer.exp_avg.<name>", "optimizer.exp_avg_sq.<name>", "optimizer.step.<name>" (float32), then
+ * "rng_state" (uint8: the model's dropout stream). Enumerated and copied like parameters; read and write
+ * take the exact byte size. */
+DN_API int32_t dn_train_state_count(dn_model* model, int64_t* out);
+DN_API int32_t dn_train_state_info(dn_model* model, int64_t i, char* name, int64_t name_cap, int64_t* shape,
+                                   int32_t* ndim, int32_t* dtype);
+DN_API int32_t dn_train_state_read(dn_model* model, int64_t i, void* out, int64_t nbytes);
+DN_API int32_t dn_train_state_write(dn_model* model, int64_t i, const void* data, int64_t nbytes);
 
 /* AdamW as torch.optim.AdamW; weight decay only on weight matrices (not on biases or LayerNorm weights),
  * as Hugging Face's Trainer groups them. Resets optimizer state. */

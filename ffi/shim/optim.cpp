@@ -51,6 +51,21 @@ void AdamW::step(double lr) {
   }
 }
 
+AdamW::Slots AdamW::slots_for(const at::Tensor& param) {
+  for (auto& g : groups_) {
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      if (!g.params[i].is_same(param)) continue;
+      if (!g.exp_avgs[i].defined()) {
+        g.exp_avgs[i] = at::zeros_like(param, at::MemoryFormat::Preserve);
+        g.exp_avg_sqs[i] = at::zeros_like(param, at::MemoryFormat::Preserve);
+        g.steps[i] = at::zeros({}, param.options().dtype(at::kFloat));
+      }
+      return {&g.exp_avgs[i], &g.exp_avg_sqs[i], &g.steps[i]};
+    }
+  }
+  TORCH_CHECK(false, "parameter not managed by this optimizer");
+}
+
 void AdamW::zero_grad() {
   // set_to_none, PyTorch's default: the next backward allocates fresh gradients instead of adding.
   for (auto& g : groups_)

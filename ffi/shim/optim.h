@@ -27,6 +27,13 @@ class AdamW {
   void step(double lr);
   void zero_grad();
 
+  // The state of one parameter, created (as zeros, which is what the first step would create) if absent,
+  // so that it can be saved and restored for resuming: exp_avg, exp_avg_sq, step.
+  struct Slots {
+    at::Tensor *exp_avg, *exp_avg_sq, *step;
+  };
+  Slots slots_for(const at::Tensor& param);
+
  private:
   std::vector<Group> groups_;
   double beta1_, beta2_, eps_;
