@@ -113,6 +113,8 @@ Optimisation:
   --weight-decay X      AdamW weight decay on weight matrices (default 0.01)
   --max-grad-norm X     gradient clipping, 0 to disable (default 1.0)
   --group-by-length     batch texts of similar length together (less padding)
+  --padding MODE        longest (dynamic: pad each batch to its longest text, default) or max_length
+                        (pad every batch to --max-length, the classic fixed-length baseline)
   --seed N              (default 42)
   --patience N          stop after N epochs without a better eval loss (default: never)
 Run:
@@ -140,6 +142,7 @@ interface TrainOptions {
   weightDecay: number;
   maxGradNorm: number;
   groupByLength: boolean;
+  padToMax: boolean;
   seed: number;
   patience?: number;
   output: string;
@@ -173,6 +176,7 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     "weight-decay": { type: "string" },
     "max-grad-norm": { type: "string" },
     "group-by-length": { type: "boolean", default: false },
+    padding: { type: "string", default: "longest" },
     seed: { type: "string" },
     patience: { type: "string" },
     output: { type: "string", default: join("checkpoints", "distilbert_agnews") },
@@ -188,6 +192,9 @@ function parseOptions(args: string[]): TrainOptions | undefined {
   const optionalInt = (name: string, v: string | undefined) =>
     v === undefined ? undefined : positiveInt(name, v, 1);
   const lr = nonNegativeNumber("lr", values.lr, 5e-5);
+  if (values.padding !== "longest" && values.padding !== "max_length") {
+    throw new UsageError(`--padding must be longest or max_length, got "${values.padding}"`);
+  }
   if (lr === 0) throw new UsageError("--lr must be > 0");
   return {
     data: values.data!,
@@ -204,6 +211,7 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     weightDecay: nonNegativeNumber("weight-decay", values["weight-decay"], 0.01),
     maxGradNorm: nonNegativeNumber("max-grad-norm", values["max-grad-norm"], 1.0),
     groupByLength: values["group-by-length"]!,
+    padToMax: values.padding === "max_length",
     seed: Number(values.seed ?? 42),
     patience: optionalInt("patience", values.patience),
     output: values.output!,
@@ -359,6 +367,8 @@ async function main(args: string[]): Promise<void> {
         const batch of shardBatches(train, shard, {
           batchSize: options.batchSize,
           groupByLength: options.groupByLength,
+          // Fixed padding = rounding every batch up to a multiple of the maximum length.
+          padToMultipleOf: options.padToMax ? maxLength : undefined,
           seed: options.seed,
           epoch,
         })

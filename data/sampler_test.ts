@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { DistributedSampler, type DistributedSamplerOptions } from "./sampler.ts";
 import { loadNative } from "../ffi/lib.ts";
-import { venvPython } from "../tests/helpers.ts";
+import { pythonJson } from "../tests/helpers.ts";
 
 /** One sampler configuration: dataset size, world size, rank, shuffle, dropLast, seed, epoch. */
 type Case = [
@@ -70,21 +70,7 @@ json.dump(out, sys.stdout, separators=(",", ":"))
 `;
 
 async function pytorch(cases: Case[]): Promise<Expected[]> {
-  const child = new Deno.Command(venvPython(), {
-    args: ["-c", PYTHON],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { PYTHONWARNINGS: "ignore" },
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(
-    new TextEncoder().encode(JSON.stringify(cases, (_k, v) => typeof v === "bigint" ? `${v}` : v)),
-  );
-  await writer.close();
-  const out = await child.output();
-  if (!out.success) throw new Error(`python failed:\n${new TextDecoder().decode(out.stderr).slice(-4000)}`);
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+  return await pythonJson(PYTHON, cases) as Expected[];
 }
 
 function sampler(c: Case, extra: DistributedSamplerOptions = {}): DistributedSampler {

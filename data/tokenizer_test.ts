@@ -6,9 +6,9 @@
  */
 
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert";
+import { pythonJson } from "../tests/helpers.ts";
 import { BertTokenizer, type Encoding } from "./tokenizer.ts";
 
-const ROOT = new URL("../", import.meta.url);
 const FIXTURES = new URL("./fixtures/", import.meta.url);
 const BUNDLED_VOCAB = new URL("./vocab/bert-base-uncased-vocab.txt", import.meta.url);
 const VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3";
@@ -86,18 +86,6 @@ function agNewsTestPath(): string | undefined {
   return undefined;
 }
 
-function venvPython(): string {
-  const python = new URL(".venv/bin/python", ROOT).pathname;
-  try {
-    Deno.statSync(python);
-  } catch {
-    throw new Error(
-      `${python} is missing: run \`deno task setup\` first (it makes the venv with transformers)`,
-    );
-  }
-  return python;
-}
-
 /**
  * The reference: transformers' BertTokenizerFast on the same vocab.txt, or AutoTokenizer on a saved folder.
  * Note transformers 5 accepts but ignores `vocab_file=` (it silently builds a 5-token vocab), so the vocab
@@ -148,13 +136,6 @@ interface ReferenceResult {
 }
 
 async function pythonReference(req: ReferenceRequest): Promise<ReferenceResult> {
-  const child = new Deno.Command(venvPython(), {
-    args: ["-c", PYTHON_REFERENCE],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { HF_HUB_OFFLINE: "1", TRANSFORMERS_VERBOSITY: "error", PYTHONWARNINGS: "ignore" },
-  }).spawn();
   const body = {
     texts: req.texts,
     max_length: req.maxLength === undefined ? 128 : req.maxLength,
@@ -162,14 +143,7 @@ async function pythonReference(req: ReferenceRequest): Promise<ReferenceResult> 
     dir: req.dir,
     vocab: BUNDLED_VOCAB.pathname,
   };
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(JSON.stringify(body)));
-  await writer.close();
-  const out = await child.output();
-  if (!out.success) {
-    throw new Error(`Python reference failed:\n${new TextDecoder().decode(out.stderr).slice(-4000)}`);
-  }
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+  return await pythonJson(PYTHON_REFERENCE, body) as ReferenceResult;
 }
 
 /** Fails listing the first few texts whose ids or masks differ from Python's. */

@@ -3,10 +3,10 @@
 // all-reduce, and errors that do not hang.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DistilBertClassifier, type LabeledBatch } from "./model.ts";
+import { DistilBertClassifier } from "./model.ts";
 import { ProcessGroup, processGroupOptionsFromEnv } from "./process_group.ts";
 import { loadSafetensors } from "../weights/safetensors.ts";
-import { assertClose, makeBatch, ROOT, tempDir, tinyConfig } from "../tests/helpers.ts";
+import { assertClose, makeBatch, ROOT, sliceRows, tempDir, tinyConfig } from "../tests/helpers.ts";
 
 function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -37,23 +37,12 @@ async function runRanks(worldSize: number, spec: Record<string, unknown>): Promi
   });
 }
 
-function rows(b: LabeledBatch, from: number, n: number): LabeledBatch {
-  const s = b.seqLen;
-  return {
-    inputIds: b.inputIds.slice(from * s, (from + n) * s),
-    attentionMask: b.attentionMask.slice(from * s, (from + n) * s),
-    labels: b.labels.slice(from, from + n),
-    batchSize: n,
-    seqLen: s,
-  };
-}
-
 async function singleProcess(steps: number, globalBatch: number, seqLen: number, lr: number) {
   const config = tinyConfig({ dropout: 0, attention_dropout: 0, seq_classif_dropout: 0 });
   const model = await DistilBertClassifier.create(config, { device: "cpu", seed: 100 });
   model.configureOptimizer({ weightDecay: 0.01 });
   for (let step = 0; step < steps; step++) {
-    model.trainStep(rows(makeBatch(config, globalBatch, seqLen, 1000 + step), 0, globalBatch), { lr });
+    model.trainStep(sliceRows(makeBatch(config, globalBatch, seqLen, 1000 + step), 0, globalBatch), { lr });
   }
   return model;
 }

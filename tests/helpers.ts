@@ -25,6 +25,28 @@ export function venvPython(): string {
   return python;
 }
 
+/**
+ * Runs Python `script` in the venv with `input` as JSON on stdin and returns its stdout parsed as JSON
+ * (bigints are sent as decimal strings). Throws with Python's stderr on failure.
+ */
+export async function pythonJson(script: string, input: unknown): Promise<unknown> {
+  const child = new Deno.Command(venvPython(), {
+    args: ["-c", script],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { HF_HUB_OFFLINE: "1", TRANSFORMERS_VERBOSITY: "error", PYTHONWARNINGS: "ignore" },
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(
+    new TextEncoder().encode(JSON.stringify(input, (_key, v) => typeof v === "bigint" ? `${v}` : v)),
+  );
+  await writer.close();
+  const out = await child.output();
+  if (!out.success) throw new Error(`python failed:\n${new TextDecoder().decode(out.stderr).slice(-4000)}`);
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
 /** Runs the reference script with `args`; throws with Python's stderr on failure. */
 export async function reference(...args: string[]): Promise<void> {
   const out = await new Deno.Command(venvPython(), {
@@ -135,6 +157,18 @@ export function makeBatch(
     labels[b] = b % config.id2label.length;
   }
   return { inputIds, attentionMask, labels, batchSize, seqLen };
+}
+
+/** Rows [from, from + n) of a batch, as a batch of its own (one rank's slice of a global batch). */
+export function sliceRows(b: LabeledBatch, from: number, n: number): LabeledBatch {
+  const s = b.seqLen;
+  return {
+    inputIds: b.inputIds.slice(from * s, (from + n) * s),
+    attentionMask: b.attentionMask.slice(from * s, (from + n) * s),
+    labels: b.labels.slice(from, from + n),
+    batchSize: n,
+    seqLen: s,
+  };
 }
 
 /** Writes a batch as the JSON the reference script reads. */

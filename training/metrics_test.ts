@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { AG_NEWS_LABELS } from "../ffi/config.ts";
-import { rng, tempDir, venvPython } from "../tests/helpers.ts";
+import { pythonJson as python, rng, tempDir } from "../tests/helpers.ts";
 import {
   argmaxRows,
   classificationReport,
@@ -48,21 +48,6 @@ for case in json.load(sys.stdin):
                 "macro_f1": float(np.average(f)), "macro_p": float(np.average(p)), "macro_r": float(np.average(r))})
 print(json.dumps(out))
 `;
-
-async function python(script: string, input: unknown): Promise<unknown> {
-  const child = new Deno.Command(venvPython(), {
-    args: ["-c", script],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(JSON.stringify(input)));
-  await writer.close();
-  const out = await child.output();
-  if (!out.success) throw new Error(`python failed:\n${new TextDecoder().decode(out.stderr).slice(-4000)}`);
-  return JSON.parse(new TextDecoder().decode(out.stdout));
-}
 
 interface F1Case {
   k: number;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { venvPython } from "../tests/helpers.ts";
+import { pythonJson as python } from "../tests/helpers.ts";
 import {
   constantScheduleWithWarmup,
   cosineScheduleWithWarmup,
@@ -43,22 +43,6 @@ for total, w in req["warmup"]:
     out["warmup"].append(TrainingArguments.get_warmup_steps(types.SimpleNamespace(warmup_steps=w), total))
 print(json.dumps(out))
 `;
-
-async function python(script: string, input: unknown): Promise<unknown> {
-  const child = new Deno.Command(venvPython(), {
-    args: ["-c", script],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { HF_HUB_OFFLINE: "1", TRANSFORMERS_VERBOSITY: "error", PYTHONWARNINGS: "ignore" },
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(JSON.stringify(input)));
-  await writer.close();
-  const out = await child.output();
-  if (!out.success) throw new Error(`python failed:\n${new TextDecoder().decode(out.stderr).slice(-4000)}`);
-  return JSON.parse(new TextDecoder().decode(out.stdout));
-}
 
 const CASES: Case[] = [
   { name: "linear", baseLr: 5e-5, warmup: 0, total: 40 },

@@ -1,9 +1,9 @@
 // One rank of the DDP tests: joins the group from torchrun's environment, wraps a tiny model in DDP and
 // trains on its slice of each global batch, then writes what it saw. Driven by ffi/process_group_test.ts.
 import { ProcessGroup, processGroupOptionsFromEnv } from "../../ffi/process_group.ts";
-import { DistilBertClassifier, type LabeledBatch } from "../../ffi/model.ts";
+import { DistilBertClassifier } from "../../ffi/model.ts";
 import { writeSafetensors } from "../../weights/safetensors.ts";
-import { makeBatch, tinyConfig } from "../helpers.ts";
+import { makeBatch, sliceRows, tinyConfig } from "../helpers.ts";
 
 const spec = JSON.parse(Deno.args[0]) as {
   steps: number;
@@ -17,18 +17,6 @@ const options = processGroupOptionsFromEnv();
 if (!options) throw new Error("WORLD_SIZE is not set");
 const { rank, worldSize } = options;
 const config = tinyConfig({ dropout: 0, attention_dropout: 0, seq_classif_dropout: 0 });
-
-/** Rows [from, from + n) of a batch. */
-function rows(b: LabeledBatch, from: number, n: number): LabeledBatch {
-  const s = b.seqLen;
-  return {
-    inputIds: b.inputIds.slice(from * s, (from + n) * s),
-    attentionMask: b.attentionMask.slice(from * s, (from + n) * s),
-    labels: b.labels.slice(from, from + n),
-    batchSize: n,
-    seqLen: s,
-  };
-}
 
 /** A cheap fingerprint of all parameters, to compare ranks after every step. */
 function checksum(model: DistilBertClassifier): number {
@@ -52,7 +40,7 @@ for (let step = 0; step < spec.steps; step++) {
   const global = makeBatch(config, spec.perRank * worldSize * spec.accumulate, spec.seqLen, 1000 + step);
   for (let micro = 0; micro < spec.accumulate; micro++) {
     const first = (micro * worldSize + rank) * spec.perRank;
-    const result = await model.trainStepAsync(rows(global, first, spec.perRank), {
+    const result = await model.trainStepAsync(sliceRows(global, first, spec.perRank), {
       lr: spec.lr,
       lossScale: 1 / spec.accumulate,
       apply: micro === spec.accumulate - 1,
