@@ -123,6 +123,7 @@ Run:
                         DIR-logs beside --output)
   --resume              continue from the training state of the last completed epoch in --log-dir
   --device DEV          auto | cpu | cuda | cuda:N (default auto; under DDP cuda:LOCAL_RANK)
+  --backend NAME        DDP backend: nccl (default for CUDA models) or gloo (default for CPU models)
   --threads N           libtorch threads per process
   --bf16                bf16 autocast (CUDA only)
   -h, --help            this help`;
@@ -149,6 +150,7 @@ interface TrainOptions {
   logDir: string;
   resume: boolean;
   device: string;
+  backend?: "gloo" | "nccl";
   threads?: number;
   bf16: boolean;
 }
@@ -184,6 +186,7 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     resume: { type: "boolean", default: false },
     device: { type: "string", default: "auto" },
     threads: { type: "string" },
+    backend: { type: "string" },
     bf16: { type: "boolean", default: false },
     help: { type: "boolean", short: "h" },
   });
@@ -192,6 +195,9 @@ function parseOptions(args: string[]): TrainOptions | undefined {
   const optionalInt = (name: string, v: string | undefined) =>
     v === undefined ? undefined : positiveInt(name, v, 1);
   const lr = nonNegativeNumber("lr", values.lr, 5e-5);
+  if (values.backend !== undefined && values.backend !== "gloo" && values.backend !== "nccl") {
+    throw new UsageError(`--backend must be gloo or nccl, got "${values.backend}"`);
+  }
   if (values.padding !== "longest" && values.padding !== "max_length") {
     throw new UsageError(`--padding must be longest or max_length, got "${values.padding}"`);
   }
@@ -219,6 +225,7 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     logDir: values["log-dir"] ?? `${values.output!.replace(/\/+$/, "")}-logs`,
     resume: values.resume!,
     device: values.device!,
+    backend: values.backend as "gloo" | "nccl" | undefined,
     threads: optionalInt("threads", values.threads),
     bf16: values.bf16!,
   };
@@ -311,7 +318,9 @@ async function main(args: string[]): Promise<void> {
   // --- DDP: join the group, then let c10d's Reducer average gradients during backward.
   let group: ProcessGroup | undefined;
   if (groupOptions && worldSize > 1) {
-    group = await ProcessGroup.create(groupOptions);
+    // NCCL moves CUDA tensors between GPUs; Gloo moves CPU tensors (the override flag picks either).
+    const backend = options.backend ?? (model.deviceIndex >= 0 ? "nccl" : "gloo");
+    group = await ProcessGroup.create({ ...groupOptions, backend });
     await group.attachDdp(model);
   }
   const signal = new AbortController();

@@ -180,7 +180,48 @@ async function wantCuda(lib: Libtorch): Promise<boolean> {
   return lib.hasCuda && (await exists("/dev/nvidiactl") || await exists("/dev/dxg"));
 }
 
-function compileFlags(lib: Libtorch, cuda: boolean): string[] {
+/** Where CUDA's and NCCL's headers are, when building with CUDA. */
+interface CudaHeaders {
+  dirs: string[];
+  /** nccl.h was found: DDP across GPUs is compiled in. */
+  nccl: boolean;
+}
+
+/**
+ * CUDA runtime and NCCL headers for the NCCL process group: CUDA_HOME / /usr/local/cuda, and the NVIDIA pip
+ * packages beside torch (site-packages/nvidia/<package>/include). NCCL is compiled in only when a complete
+ * set is found (the runtime headers with their crt/ folder, which pip's runtime package lacks, and nccl.h)
+ * and DISTRINEWS_NCCL is not "0"; otherwise the CUDA build still works, with Gloo as its only backend.
+ */
+async function findCudaHeaders(lib: Libtorch): Promise<CudaHeaders> {
+  if (Deno.env.get("DISTRINEWS_NCCL") === "0") return { dirs: [], nccl: false };
+  const candidates = [Deno.env.get("CUDA_HOME"), "/usr/local/cuda"].filter((d): d is string => !!d)
+    .map((d) => join(d, "include"));
+  const nvidia = join(dirname(lib.root), "nvidia");
+  if (await exists(nvidia)) {
+    for await (const entry of Deno.readDir(nvidia)) candidates.push(join(nvidia, entry.name, "include"));
+  }
+  let runtime: string | undefined, nccl: string | undefined;
+  for (const dir of candidates) {
+    if (
+      !runtime && await exists(join(dir, "cuda_runtime_api.h")) &&
+      await exists(join(dir, "crt", "host_config.h"))
+    ) {
+      runtime = dir;
+    }
+    if (!nccl && await exists(join(dir, "nccl.h"))) nccl = dir;
+  }
+  if (!runtime || !nccl) {
+    console.error(
+      `note: building without NCCL (${!runtime ? "no complete CUDA runtime headers" : "no nccl.h"} in ` +
+        `${candidates.join(", ")}); multi-GPU DDP needs it: set CUDA_HOME`,
+    );
+    return { dirs: [], nccl: false };
+  }
+  return { dirs: [...new Set([runtime, nccl])], nccl: true };
+}
+
+function compileFlags(lib: Libtorch, cuda: CudaHeaders | undefined): string[] {
   const include = join(lib.root, "include");
   return [
     "-std=c++17",
@@ -190,7 +231,9 @@ function compileFlags(lib: Libtorch, cuda: boolean): string[] {
     "-Wall",
     "-Wno-unused-parameter",
     `-D_GLIBCXX_USE_CXX11_ABI=${lib.cxx11Abi}`,
-    ...(cuda ? ["-DDISTRINEWS_CUDA=1"] : []),
+    ...(cuda ? ["-DDISTRINEWS_CUDA=1", ...cuda.dirs.map((d) => `-I${d}`)] : []),
+    // ProcessGroupNCCL.hpp is only meaningful with this macro, as in libtorch's own build.
+    ...(cuda?.nccl ? ["-DUSE_C10D_NCCL", "-DDISTRINEWS_NCCL=1"] : []),
     // libtorch builds c10d with Gloo; its headers say so through this macro.
     "-DUSE_C10D_GLOO",
     `-I${include}`,
@@ -258,7 +301,7 @@ async function run(cmd: string, args: string[]): Promise<void> {
 export async function buildShim(options: { quiet?: boolean } = {}): Promise<BuildResult> {
   const lib = await findLibtorch();
   const cuda = await wantCuda(lib);
-  const cflags = compileFlags(lib, cuda);
+  const cflags = compileFlags(lib, cuda ? await findCudaHeaders(lib) : undefined);
   const lflags = linkFlags(lib, cuda);
   const sources = await Promise.all([...SOURCES, ...HEADERS].map((f) => Deno.readFile(join(SHIM_DIR, f))));
   const hash = await sha256Hex([

@@ -1,6 +1,7 @@
 /**
  * A torch.distributed process group from TypeScript: rendezvous through c10d's TCPStore (torchrun's
- * MASTER_ADDR/MASTER_PORT contract), Gloo for CPU tensors, metric all-reduces and barriers, and
+ * MASTER_ADDR/MASTER_PORT contract), Gloo for CPU tensors (NCCL for CUDA ones in CUDA builds), metric
+ * all-reduces and barriers, and
  * {@link ProcessGroup.attachDdp}, which turns a model into DistributedDataParallel.
  *
  * Every call that waits on other processes runs on a worker thread, so the event loop keeps handling
@@ -17,8 +18,11 @@ export interface ProcessGroupOptions {
   worldSize: number;
   masterAddr: string;
   masterPort: number;
-  /** "gloo" (CPU). */
-  backend?: "gloo";
+  /**
+   * "gloo" (CPU tensors; the default) or "nccl" (CUDA tensors through NCCL, CPU tensors still through Gloo;
+   * only in CUDA builds).
+   */
+  backend?: "gloo" | "nccl";
   /** How long any collective or the rendezvous may wait for a peer (default 300 s). */
   timeoutMs?: number;
   /**

@@ -4,6 +4,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
+#ifdef DISTRINEWS_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <chrono>
 #include <cstdlib>
@@ -20,8 +23,10 @@ using distrinews::require;
 
 namespace {
 
-c10::intrusive_ptr<c10d::ProcessGroup> make_gloo_group(const std::string& host, int port, int rank, int size,
-                                                       bool host_store, std::chrono::milliseconds timeout) {
+// Gloo always serves CPU tensors (metrics, and CPU models); with use_nccl, NCCL serves CUDA tensors and is
+// the default, as torch.distributed's "cpu:gloo,cuda:nccl".
+c10::intrusive_ptr<c10d::ProcessGroup> make_group(const std::string& host, int port, int rank, int size,
+                                                  bool host_store, bool use_nccl, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(port);
   // Rank 0 hosts the rendezvous store, unless a launcher already does (torchrun's agent: then every rank
@@ -47,6 +52,19 @@ c10::intrusive_ptr<c10d::ProcessGroup> make_gloo_group(const std::string& host, 
   auto group = c10::make_intrusive<c10d::ProcessGroup>(store, rank, size);
   group->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
   group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
+#ifdef DISTRINEWS_NCCL
+  if (use_nccl) {
+    auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
+    nccl_options->timeout = timeout;
+    // NCCL keeps its own keys in the store; a prefix keeps them apart from Gloo's.
+    auto nccl_store = c10::make_intrusive<c10d::PrefixStore>("nccl", store);
+    auto nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(nccl_store, rank, size, nccl_options);
+    group->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl);
+    group->setDefaultBackend(c10d::ProcessGroup::BackendType::NCCL);
+  }
+#else
+  TORCH_CHECK(!use_nccl, "this build has no NCCL (it was compiled without CUDA)");
+#endif
   return group;
 }
 
@@ -69,10 +87,15 @@ int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t ra
     require(master_port > 0 && master_port < 65536, "master port must be in 1..65535, got ", master_port);
     require(timeout_ms > 0, "timeout must be positive");
     const std::string name(backend);
-    require(name == "gloo", "backend \"", name, "\" is not available in this build (gloo is)");
+#ifdef DISTRINEWS_NCCL
+    require(name == "gloo" || name == "nccl", "unknown backend \"", name, "\" (gloo or nccl)");
+#else
+    require(name == "gloo", "backend \"", name, "\" is not available in this build (gloo is; nccl needs CUDA)");
+#endif
     auto handle = std::make_unique<dn_group>();
-    handle->group = make_gloo_group(master_addr, master_port, rank, world_size, host_store != 0,
-                                    std::chrono::milliseconds(timeout_ms));
+    handle->group = make_group(master_addr, master_port, rank, world_size, host_store != 0, name == "nccl",
+                               std::chrono::milliseconds(timeout_ms));
+    handle->nccl = name == "nccl";
     handle->rank = rank;
     handle->world_size = world_size;
     *out = handle.release();
@@ -114,7 +137,10 @@ int32_t dn_model_attach_ddp(dn_model* model, dn_group* group, int64_t bucket_cap
     require(bucket_cap_bytes > 0 && first_bucket_cap_bytes > 0, "bucket sizes must be positive");
     std::lock_guard<std::mutex> lock(model->mutex);
     require(!model->reducer, "this model is already attached to a process group");
-    require(model->device.is_cpu(), "DDP over gloo needs a CPU model");
+    // Gradients are reduced on the model's device: CPU tensors by Gloo, CUDA tensors by NCCL.
+    require(model->device.is_cpu() || g.nccl, "a CUDA model needs an nccl process group (this one is gloo)");
+    require(!model->device.is_cpu() || !g.nccl, "a CPU model needs a gloo process group (this one is nccl)");
+    c10::DeviceGuard device_guard(model->device);
     std::vector<at::Tensor> params;
     std::unordered_map<size_t, std::string> names;
     for (size_t i = 0; i < model->params.size(); ++i) {

@@ -142,7 +142,8 @@ DN_API int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8
 /* ---- distributed data parallel (c10d) ---- */
 /* Joins a process group through a c10d TCPStore at master_addr:master_port, as
  * torch.distributed.init_process_group(init_method="env://") does. host_store: whether this process
- * serves the store (rank 0, unless a launcher's agent already serves it). backend: "gloo" (CPU tensors).
+ * serves the store (rank 0, unless a launcher's agent already serves it). backend: "gloo" (CPU tensors), or
+ * "nccl" in CUDA builds (CUDA tensors through NCCL, CPU tensors still through Gloo).
  * Blocks until all world_size ranks have joined or timeout_ms passes. */
 DN_API int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t rank, int32_t world_size,
                                int32_t host_store, const char* backend, int64_t timeout_ms, dn_group** out);

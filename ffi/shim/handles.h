@@ -19,6 +19,7 @@ struct dn_group {
   c10::intrusive_ptr<c10d::ProcessGroup> group;
   int rank = 0;
   int world_size = 1;
+  bool nccl = false;  // CUDA tensors go through NCCL (else everything through Gloo)
   distrinews::ErrorSlot errors;
 };
 
