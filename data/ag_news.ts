@@ -29,6 +29,7 @@ import { AG_NEWS_LABELS } from "../ffi/config.ts";
 import { isDirectory, isFile } from "../util/fs.ts";
 import { hubDownload, type HubFileOptions, hubFileUrl, manualCachePath } from "./hf_hub.ts";
 import type { TextRecord } from "./dataset.ts";
+import { mulberry32 } from "../util/random.ts";
 
 /**
  * One example: the news text and its topic, 0 World, 1 Sports, 2 Business, 3 Sci/Tech (AG_NEWS_LABELS).
@@ -440,18 +441,6 @@ export function classCounts(records: readonly NewsRecord[]): number[] {
   const counts = new Array<number>(NUM_CLASSES).fill(0);
   for (const r of records) counts[r.label]++;
   return counts;
-}
-
-/** A small seeded generator (mulberry32): subsets must not depend on Math.random or on other modules. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

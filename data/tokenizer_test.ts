@@ -7,6 +7,7 @@
 
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert";
 import { pythonJson } from "../tests/helpers.ts";
+import { mulberry32 as prng } from "../util/random.ts";
 import { BertTokenizer, type Encoding } from "./tokenizer.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url);
@@ -175,18 +176,6 @@ function ourDecodings(ids: number[]): string[] {
       tokenizer.decode(ids, { skipSpecialTokens, cleanUpTokenizationSpaces })
     )
   );
-}
-
-/** A small deterministic PRNG (mulberry32), so the random strings are the same in every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 // ---------------------------------------------------------------------------------------------------------

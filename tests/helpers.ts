@@ -6,7 +6,7 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { AG_NEWS_LABELS, type DistilBertConfig } from "../ffi/config.ts";
+import { AG_NEWS_LABELS, DISTILBERT_BASE_UNCASED, type DistilBertConfig } from "../ffi/config.ts";
 import type { LabeledBatch } from "../ffi/model.ts";
 
 /** Repository root. */
@@ -88,17 +88,13 @@ export async function makeReferenceModel(
 /** A tiny DistilBERT for fast tests. */
 export function tinyConfig(overrides: Partial<DistilBertConfig> = {}): DistilBertConfig {
   return {
+    ...DISTILBERT_BASE_UNCASED,
     vocab_size: 120,
     max_position_embeddings: 32,
     dim: 32,
     n_layers: 2,
     n_heads: 4,
     hidden_dim: 64,
-    dropout: 0.1,
-    attention_dropout: 0.1,
-    seq_classif_dropout: 0.2,
-    initializer_range: 0.02,
-    pad_token_id: 0,
     id2label: [...AG_NEWS_LABELS],
     ...overrides,
   };
