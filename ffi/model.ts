@@ -428,12 +428,23 @@ export class DistilBertClassifier implements Disposable {
    */
   trainState(): StateDict {
     const n = native(), h = this.#live();
+    const out: StateDict = new Map();
+    this.#trainStateEntries().forEach((entry, i) => {
+      const data = new Uint8Array(numel(entry.shape) * (entry.dtype === "U8" ? 1 : 4));
+      this.#check("dn_train_state_read", n.dn_train_state_read(h, BigInt(i), data, BigInt(data.length)));
+      out.set(entry.name, { ...entry, data });
+    });
+    return out;
+  }
+
+  /** Names, shapes and dtypes of {@link trainState}'s entries, in native order, without copying data. */
+  #trainStateEntries(): { name: string; shape: number[]; dtype: "F32" | "U8" }[] {
+    const n = native(), h = this.#live();
     const count = new BigInt64Array(1);
     this.#check("dn_train_state_count", n.dn_train_state_count(h, new Uint8Array(count.buffer)));
     const name = new Uint8Array(1024), shape = new BigInt64Array(MAX_NDIM), ndim = new Int32Array(1);
     const dtype = new Int32Array(1);
-    const out: StateDict = new Map();
-    for (let i = 0; i < Number(count[0]); i++) {
+    return Array.from({ length: Number(count[0]) }, (_, i) => {
       this.#check(
         "dn_train_state_info",
         n.dn_train_state_info(
@@ -446,24 +457,23 @@ export class DistilBertClassifier implements Disposable {
           new Uint8Array(dtype.buffer),
         ),
       );
-      const dims = Array.from(shape.subarray(0, ndim[0]), Number);
-      const kind = dtype[0] === DTypeCode.U8 ? "U8" : "F32";
-      const data = new Uint8Array(numel(dims) * (kind === "U8" ? 1 : 4));
-      this.#check("dn_train_state_read", n.dn_train_state_read(h, BigInt(i), data, BigInt(data.length)));
-      out.set(readCString(name, name.indexOf(0)), { dtype: kind, shape: dims, data });
-    }
-    return out;
+      return {
+        name: readCString(name, name.indexOf(0)),
+        shape: Array.from(shape.subarray(0, ndim[0]), Number),
+        dtype: dtype[0] === DTypeCode.U8 ? "U8" as const : "F32" as const,
+      };
+    });
   }
 
   /** Restores {@link trainState}'s output; every entry must be present with its exact size. */
   loadTrainState(state: StateDict, source = "training state"): void {
-    const current = this.trainState();
-    const missing = [...current.keys()].filter((k) => !state.has(k));
+    const names = this.#trainStateEntries().map((e) => e.name);
+    const missing = names.filter((k) => !state.has(k));
     if (missing.length) {
       throw new Error(`${source} lacks ${missing.length} entries (${missing.slice(0, 3).join(", ")}...)`);
     }
     const n = native(), h = this.#live();
-    [...current.keys()].forEach((key, i) => {
+    names.forEach((key, i) => {
       const t = state.get(key)!;
       this.#check(
         "dn_train_state_write",

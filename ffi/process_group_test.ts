@@ -5,18 +5,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DistilBertClassifier } from "./model.ts";
 import { ProcessGroup, processGroupOptionsFromEnv } from "./process_group.ts";
+import { findFreePort } from "../launch.ts";
 import { loadSafetensors } from "../weights/safetensors.ts";
 import { assertClose, makeBatch, ROOT, sliceRows, tempDir, tinyConfig } from "../tests/helpers.ts";
 
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
 async function runRanks(worldSize: number, spec: Record<string, unknown>): Promise<void> {
-  const port = freePort();
+  const port = findFreePort();
   const children = Array.from({ length: worldSize }, (_, rank) =>
     new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", join(ROOT, "tests", "ddp", "rank.ts"), JSON.stringify(spec)],
@@ -110,7 +104,7 @@ Deno.test("process group options come from torchrun's environment", () => {
 });
 
 Deno.test("bad process group arguments fail fast with clear errors; a missing peer times out", async () => {
-  const base = { masterAddr: "127.0.0.1", masterPort: freePort() };
+  const base = { masterAddr: "127.0.0.1", masterPort: findFreePort() };
   await assert.rejects(
     () => ProcessGroup.create({ ...base, rank: 2, worldSize: 2 }),
     /rank 2 is outside \[0, 2\)/,
@@ -128,7 +122,7 @@ Deno.test("bad process group arguments fail fast with clear errors; a missing pe
   await assert.rejects(() => ProcessGroup.create({ ...base, rank: 0, worldSize: 2, timeoutMs: 1500 }));
   assert.ok(performance.now() - started < 15_000);
   // A world of one works on its own: all-reduce is the identity.
-  using group = await ProcessGroup.create({ ...base, masterPort: freePort(), rank: 0, worldSize: 1 });
+  using group = await ProcessGroup.create({ ...base, masterPort: findFreePort(), rank: 0, worldSize: 1 });
   assert.deepEqual([...await group.allReduceSum(new Float64Array([1.5, 2]))], [1.5, 2]);
   await group.barrier();
 });
