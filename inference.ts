@@ -70,9 +70,17 @@ export class TextClassifier implements Disposable {
     return this.model.config.id2label;
   }
 
-  #encode(texts: readonly string[], maxLength: number) {
+  /**
+   * Token ids of one text, [CLS] and [SEP] included, truncated to `maxLength` (and to the model's
+   * position limit). Two ids means the text had nothing left after cleaning.
+   */
+  encode(text: string, maxLength = 128): number[] {
     const limit = Math.min(maxLength, this.model.config.max_position_embeddings);
-    return collate(texts.map((t) => this.tokenizer.encode(t, { maxLength: limit }).ids));
+    return this.tokenizer.encode(text, { maxLength: limit }).ids;
+  }
+
+  #encode(texts: readonly string[], maxLength: number) {
+    return collate(texts.map((t) => this.encode(t, maxLength)));
   }
 
   #results(probabilities: Float32Array, count: number): TopicPrediction[] {
@@ -110,6 +118,15 @@ export class TextClassifier implements Disposable {
   ): Promise<TopicPrediction[]> {
     const prediction = await this.model.predictAsync(this.#encode(texts, options.maxLength ?? 128));
     return this.#results(prediction.probabilities, texts.length);
+  }
+
+  /**
+   * Classifies already-encoded texts (from {@link encode}) in one native call on a worker thread,
+   * padded to the longest. The server's batcher uses this: it groups texts itself.
+   */
+  async classifyIdsAsync(ids: readonly (readonly number[])[]): Promise<TopicPrediction[]> {
+    const prediction = await this.model.predictAsync(collate(ids));
+    return this.#results(prediction.probabilities, ids.length);
   }
 
   dispose(): void {

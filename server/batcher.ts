@@ -1,0 +1,177 @@
+/**
+ * Dynamic batching: requests that arrive close together share one forward pass. The first request of an
+ * idle batcher waits at most `maxWaitMs` for company; a full batch (`maxBatchSize`) goes at once. While a
+ * batch runs, new requests queue; when it finishes, they go as soon as the oldest has waited its
+ * `maxWaitMs` or a full batch is ready. One batch runs at a time: the model is one resource, and queueing
+ * here (rather than in the native mutex) is what lets the next batch grow while the current one computes.
+ * @module
+ */
+
+/** Limits of a {@link DynamicBatcher}. */
+export interface BatcherOptions {
+  /** The most items in one batch. 1 turns batching off (each item runs alone, in arrival order). */
+  maxBatchSize: number;
+  /** How long the oldest waiting item may wait for a batch to fill, in milliseconds. */
+  maxWaitMs: number;
+  /** The most items waiting (not yet running); beyond it {@link DynamicBatcher.submit} refuses. */
+  maxQueue: number;
+}
+
+/** What a batcher runs: optionally a plan that splits a batch into groups, and the work for one group. */
+export interface BatchRunner<I, O> {
+  /** Splits a batch into groups of indices, each run by one {@link run} call; default: one group. */
+  plan?(items: readonly I[]): number[][];
+  /** Computes the outputs of one group, in order. */
+  run(items: I[]): Promise<O[]>;
+}
+
+/** What the batcher reports after each group, for metrics. */
+export interface BatchObserver {
+  onGroup?(size: number, durationMs: number): void;
+  onBatch?(size: number): void;
+}
+
+/** Thrown by submit when the queue is full: the server answers 503 and the client retries later. */
+export class QueueFullError extends Error {
+  constructor(readonly limit: number) {
+    super(`the inference queue is full (${limit} waiting)`);
+  }
+}
+
+/** Thrown by submit after close(): the server is shutting down. */
+export class BatcherClosedError extends Error {
+  constructor() {
+    super("the server is shutting down");
+  }
+}
+
+interface Job<I, O> {
+  item: I;
+  enqueuedAt: number;
+  resolve(out: O): void;
+  reject(err: unknown): void;
+}
+
+/** Coalesces concurrent {@link submit} calls into batches for a {@link BatchRunner}. */
+export class DynamicBatcher<I, O> {
+  #queue: Job<I, O>[] = [];
+  #running = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #closed = false;
+  #idle: (() => void)[] = [];
+  #inFlight = 0;
+
+  constructor(
+    private readonly runner: BatchRunner<I, O>,
+    readonly options: BatcherOptions,
+    private readonly observer: BatchObserver = {},
+  ) {
+    const { maxBatchSize, maxWaitMs, maxQueue } = options;
+    if (!Number.isInteger(maxBatchSize) || maxBatchSize < 1) {
+      throw new Error(`maxBatchSize must be a positive integer, got ${maxBatchSize}`);
+    }
+    if (!(maxWaitMs >= 0) || !Number.isFinite(maxWaitMs)) {
+      throw new Error(`maxWaitMs must be >= 0, got ${maxWaitMs}`);
+    }
+    if (!Number.isInteger(maxQueue) || maxQueue < 1) throw new Error(`maxQueue must be a positive integer`);
+  }
+
+  /** Items waiting for a batch. */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** Items accepted and not yet answered (waiting or running). */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** Queues one item; resolves with its output once its batch has run. */
+  submit(item: I): Promise<O> {
+    if (this.#closed) return Promise.reject(new BatcherClosedError());
+    if (this.#queue.length >= this.options.maxQueue) {
+      return Promise.reject(new QueueFullError(this.options.maxQueue));
+    }
+    this.#inFlight++;
+    const done = new Promise<O>((resolve, reject) => {
+      this.#queue.push({ item, enqueuedAt: performance.now(), resolve, reject });
+    });
+    this.#schedule();
+    return done.finally(() => {
+      if (--this.#inFlight === 0 && this.#closed) this.#idle.splice(0).forEach((wake) => wake());
+    });
+  }
+
+  /** Stops accepting items and resolves once every accepted item has been answered. */
+  close(): Promise<void> {
+    this.#closed = true;
+    this.#schedule();
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  #schedule(): void {
+    if (this.#running || this.#queue.length === 0) return;
+    const { maxBatchSize, maxWaitMs } = this.options;
+    const waited = performance.now() - this.#queue[0].enqueuedAt;
+    // Closing: nothing more will arrive, so waiting for company only delays the answers.
+    if (this.#queue.length >= maxBatchSize || waited >= maxWaitMs || this.#closed) {
+      this.#clearTimer();
+      void this.#runBatch();
+    } else if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#schedule();
+      }, maxWaitMs - waited);
+    }
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  async #runBatch(): Promise<void> {
+    this.#running = true;
+    const jobs = this.#queue.splice(0, this.options.maxBatchSize);
+    try {
+      this.observer.onBatch?.(jobs.length);
+      const items = jobs.map((j) => j.item);
+      let groups: number[][];
+      try {
+        groups = this.runner.plan ? this.runner.plan(items) : [items.map((_, i) => i)];
+        checkPartition(groups, items.length);
+      } catch (err) {
+        jobs.forEach((j) => j.reject(err));
+        return;
+      }
+      for (const group of groups) {
+        const started = performance.now();
+        try {
+          const outputs = await this.runner.run(group.map((i) => items[i]));
+          if (outputs.length !== group.length) {
+            throw new Error(`batch runner returned ${outputs.length} outputs for ${group.length} items`);
+          }
+          group.forEach((i, k) => jobs[i].resolve(outputs[k]));
+        } catch (err) {
+          group.forEach((i) => jobs[i].reject(err));
+        }
+        this.observer.onGroup?.(group.length, performance.now() - started);
+      }
+    } finally {
+      this.#running = false;
+      this.#schedule();
+    }
+  }
+}
+
+/** A plan must name every item exactly once, or some caller would wait forever. */
+function checkPartition(groups: number[][], count: number): void {
+  const seen = new Uint8Array(count);
+  for (const i of groups.flat()) {
+    if (!(i >= 0 && i < count) || seen[i]++) {
+      throw new Error(`batch plan names item ${i} twice or out of range`);
+    }
+  }
+  if (seen.includes(0)) throw new Error("batch plan leaves items out");
+}
