@@ -14,7 +14,8 @@ import { DEFAULT_CHECKPOINT } from "./predict.ts";
 import { createApp } from "./server/app.ts";
 import { ServerMetrics } from "./server/metrics.ts";
 import { BatchedPredictor, measureCallOverhead } from "./server/predictor.ts";
-import { DEFAULT_LIMITS, type Health, type RequestLimits } from "./server/schemas.ts";
+import { DEFAULT_LIMITS, type RequestLimits } from "./server/schemas.ts";
+import { healthReporter } from "./server/health.ts";
 import denoConfig from "./deno.json" with { type: "json" };
 
 const USAGE = `Usage: deno task serve [options]
@@ -155,34 +156,14 @@ async function main(args: string[]): Promise<void> {
   );
 
   let draining = false;
-  const versions = { distrinews: denoConfig.version, torch: await torchVersion(), deno: Deno.version.deno };
-  const health = (): Health => ({
-    status: draining ? "draining" : "ok",
-    ready: !draining,
-    model_loaded: true,
+  const health = healthReporter({
+    predictor,
     device,
-    labels: [...classifier.labels],
-    checkpoint: {
-      path: files.dir,
-      weights_file: files.weightsPath,
-      weights_sha256: weightsSha256,
-      parameters,
-    },
-    uptime_s: (performance.now() - bootedAt) / 1000,
-    batching: {
-      max_batch_size: maxBatchSize,
-      max_wait_ms: maxWaitMs,
-      call_overhead_tokens: callOverheadTokens,
-      queued: predictor.batcher.queued,
-      in_flight: predictor.batcher.inFlight,
-    },
-    limits: {
-      max_text_chars: limits.maxTextChars,
-      max_texts: limits.maxTexts,
-      max_body_bytes: limits.maxBodyBytes,
-      max_tokens: maxLength,
-    },
-    versions,
+    weightsSha256,
+    limits,
+    versions: { distrinews: denoConfig.version, torch: await torchVersion(), deno: Deno.version.deno },
+    bootedAt,
+    draining: () => draining,
   });
   const app = createApp({
     predictor,
@@ -213,10 +194,12 @@ async function main(args: string[]): Promise<void> {
       log(`requests still in flight after ${drainTimeoutMs / 1000} s; exiting anyway`);
       Deno.exit(1);
     }, drainTimeoutMs);
-    // Deno's shutdown stops accepting connections and waits for the handlers in flight, which wait on the
-    // batcher, which finishes every accepted text; only then is the native model freed.
+    // Closing the batcher first runs what it holds at once (no point waiting for a batch to fill when no
+    // more work may join it). Deno's shutdown then stops accepting connections and waits for the handlers
+    // in flight, which wait on those batches; only when both are done is the native model freed.
+    const drained = predictor.close();
     await server.shutdown();
-    await predictor.close();
+    await drained;
     clearTimeout(timer);
     classifier.dispose();
     log("stopped");
