@@ -1,0 +1,485 @@
+// DynamicBatcher with a real async runner: batches form from what arrives together, each caller gets its
+// own output, failures reach exactly the callers they concern, and close() drains without hanging.
+import assert from "node:assert/strict";
+import {
+  type BatcherOptions,
+  BatcherClosedError,
+  type BatchObserver,
+  type BatchRunner,
+  DynamicBatcher,
+  QueueFullError,
+} from "./batcher.ts";
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** A runner that records every batch (plan call) and group (run call) and answers after an awaited delay. */
+function recorder<I, O>(
+  transform: (item: I) => O,
+  options: { delayMs?: number; plan?: (items: readonly I[]) => number[][] } = {},
+) {
+  const { delayMs = 5 } = options;
+  const batches: I[][] = [];
+  const runs: I[][] = [];
+  const runner: BatchRunner<I, O> = {
+    async run(items) {
+      runs.push([...items]);
+      await sleep(delayMs);
+      return items.map(transform);
+    },
+  };
+  if (options.plan) {
+    const plan = options.plan;
+    runner.plan = (items) => {
+      batches.push([...items]);
+      return plan(items);
+    };
+  }
+  return { runner, batches, runs };
+}
+
+function batcher<I, O>(runner: BatchRunner<I, O>, options: Partial<BatcherOptions>, observer?: BatchObserver) {
+  return new DynamicBatcher<I, O>(runner, { maxBatchSize: 8, maxWaitMs: 20, maxQueue: 100, ...options }, observer);
+}
+
+/** Settles a promise into a record, so a test can look at callers that must not hang without awaiting them. */
+function track<T>(promise: Promise<T>) {
+  const state: { settled: boolean; value?: T; error?: unknown } = { settled: false };
+  promise.then(
+    (value) => Object.assign(state, { settled: true, value }),
+    (error) => Object.assign(state, { settled: true, error }),
+  );
+  return state;
+}
+
+Deno.test("batcher: items submitted in the same tick coalesce into one batch", async () => {
+  const { runner, runs } = recorder((x: number) => x * 10);
+  const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 20 });
+  const outputs = await Promise.all([1, 2, 3, 4, 5].map((x) => b.submit(x)));
+  assert.deepEqual(outputs, [10, 20, 30, 40, 50]);
+  // One run call with all five, in submission order.
+  assert.deepEqual(runs, [[1, 2, 3, 4, 5]]);
+  assert.equal(b.inFlight, 0);
+  assert.equal(b.queued, 0);
+});
+
+Deno.test("batcher: maxBatchSize caps a batch; the overflow goes to the next batches", async () => {
+  const { runner, runs } = recorder((x: number) => -x);
+  const b = batcher(runner, { maxBatchSize: 2, maxWaitMs: 20 });
+  const outputs = await Promise.all([0, 1, 2, 3, 4].map((x) => b.submit(x)));
+  assert.deepEqual(outputs, [-0, -1, -2, -3, -4]);
+  // A full batch goes at once; the rest waits for the running one and splits by the cap, oldest first.
+  assert.deepEqual(runs, [[0, 1], [2, 3], [4]]);
+});
+
+Deno.test("batcher: a full batch goes at once, without waiting maxWaitMs", async () => {
+  const { runner, runs } = recorder((x: number) => x);
+  // A 10 s wait: if the full batch waited for the timer, this test would take 10 s (and fail below).
+  const b = batcher(runner, { maxBatchSize: 3, maxWaitMs: 10_000 });
+  const started = performance.now();
+  const outputs = await Promise.all([7, 8, 9].map((x) => b.submit(x)));
+  assert.deepEqual(outputs, [7, 8, 9]);
+  assert.deepEqual(runs, [[7, 8, 9]]);
+  assert.ok(performance.now() - started < 5_000, "the full batch did not wait for the 10 s timer");
+});
+
+Deno.test("batcher: a lone item waits about maxWaitMs for company, then runs alone", async () => {
+  const maxWaitMs = 60;
+  let ranAt: number | undefined;
+  const b = batcher<string, string>({
+    run: (items) => {
+      ranAt = performance.now();
+      return Promise.resolve(items.map((s) => s.toUpperCase()));
+    },
+  }, { maxBatchSize: 8, maxWaitMs });
+  const submitted = performance.now();
+  const answer = b.submit("solo");
+  // Halfway through the wait it is still queued, not running.
+  await sleep(maxWaitMs / 2);
+  assert.equal(ranAt, undefined, "ran before maxWaitMs elapsed");
+  assert.equal(b.queued, 1);
+  assert.equal(b.inFlight, 1);
+  assert.equal(await answer, "SOLO");
+  // Lower bound only (timers may be late, never early here: the batcher re-checks the clock). 1 ms slack
+  // for the clock reads on either side of submit.
+  assert.ok(ranAt! - submitted >= maxWaitMs - 1, `ran after ${ranAt! - submitted} ms, expected >= ${maxWaitMs}`);
+});
+
+Deno.test("batcher: maxBatchSize 1 runs each item alone, in arrival order", async () => {
+  const { runner, runs } = recorder((x: string) => `${x}!`, { delayMs: 2 });
+  const b = batcher(runner, { maxBatchSize: 1, maxWaitMs: 50 });
+  const items = ["a", "b", "c", "d", "e"];
+  const outputs = await Promise.all(items.map((x) => b.submit(x)));
+  assert.deepEqual(outputs, ["a!", "b!", "c!", "d!", "e!"]);
+  assert.deepEqual(runs, items.map((x) => [x]));
+});
+
+Deno.test("batcher: items arriving while a batch runs form the next batch together", async () => {
+  const gate = Promise.withResolvers<void>();
+  const runs: number[][] = [];
+  const b = batcher<number, number>({
+    async run(items) {
+      runs.push([...items]);
+      if (runs.length === 1) await gate.promise; // hold the first batch until the test lets it go
+      return items.map((x) => x + 100);
+    },
+  }, { maxBatchSize: 8, maxWaitMs: 5 });
+  const first = b.submit(1);
+  await sleep(20); // the first batch ([1]) is now running and blocked
+  assert.deepEqual(runs, [[1]]);
+  const later = [2, 3, 4].map((x) => b.submit(x));
+  await sleep(20); // they have waited past maxWaitMs, but one batch runs at a time
+  assert.equal(b.queued, 3);
+  assert.equal(b.inFlight, 4);
+  assert.deepEqual(runs, [[1]], "no second batch while the first runs");
+  gate.resolve();
+  assert.equal(await first, 101);
+  assert.deepEqual(await Promise.all(later), [102, 103, 104]);
+  assert.deepEqual(runs, [[1], [2, 3, 4]]);
+});
+
+Deno.test("batcher: with a plan that reorders and groups, every caller gets its own output", async () => {
+  // Groups by parity, odd ones first and each group reversed: the runner sees items in a different order
+  // from the callers, and in several calls.
+  const plan = (items: readonly number[]) => {
+    const idx = [...items.keys()];
+    return [idx.filter((i) => items[i] % 2 === 1).reverse(), idx.filter((i) => items[i] % 2 === 0).reverse()];
+  };
+  const { runner, batches, runs } = recorder((x: number) => `out-${x}`, { plan });
+  const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 20 });
+  const items = [10, 11, 12, 13, 14, 15];
+  const outputs = await Promise.all(items.map((x) => b.submit(x)));
+  assert.deepEqual(outputs, items.map((x) => `out-${x}`));
+  assert.deepEqual(batches, [items]);
+  assert.deepEqual(runs, [[15, 13, 11], [14, 12, 10]]);
+});
+
+Deno.test("batcher: groups run one after another, in the plan's order", async () => {
+  const order: string[] = [];
+  const b = batcher<number, number>({
+    plan: () => [[2], [0, 1]],
+    async run(items) {
+      order.push(`start ${items}`);
+      await sleep(5);
+      order.push(`end ${items}`);
+      return items;
+    },
+  }, { maxBatchSize: 3, maxWaitMs: 20 });
+  assert.deepEqual(await Promise.all([0, 1, 2].map((x) => b.submit(x))), [0, 1, 2]);
+  assert.deepEqual(order, ["start 2", "end 2", "start 0,1", "end 0,1"]);
+});
+
+Deno.test("batcher: a plan that misses, repeats or invents an index rejects the batch's callers", async () => {
+  const bad: [string, number[][], RegExp][] = [
+    ["misses", [[0, 1]], /leaves items out/],
+    ["repeats", [[0, 1], [1, 2]], /twice or out of range/],
+    ["out of range", [[0, 1, 2, 3]], /twice or out of range/],
+    ["negative", [[-1, 0, 1, 2]], /twice or out of range/],
+    ["NaN", [[0, 1, 2, NaN]], /twice or out of range/],
+  ];
+  for (const [what, groups, message] of bad) {
+    let ran = 0;
+    const b = batcher<number, number>({
+      plan: () => groups,
+      run: (items) => {
+        ran++;
+        return Promise.resolve(items);
+      },
+    }, { maxBatchSize: 3, maxWaitMs: 20 });
+    const results = await Promise.allSettled([0, 1, 2].map((x) => b.submit(x)));
+    for (const r of results) {
+      assert.equal(r.status, "rejected", what);
+      assert.match(((r as PromiseRejectedResult).reason as Error).message, message, what);
+    }
+    assert.equal(ran, 0, `${what}: nothing runs on a bad plan`);
+    // The batcher still works afterwards (the same bad plan rejects again, but does not hang).
+    assert.equal(b.inFlight, 0);
+  }
+});
+
+Deno.test("batcher: a plan that throws rejects the batch's callers; the next batch still runs", async () => {
+  let calls = 0;
+  const b = batcher<number, number>({
+    plan: (items) => {
+      if (calls++ === 0) throw new Error("plan exploded");
+      return [items.map((_, i) => i)];
+    },
+    run: (items) => Promise.resolve(items.map((x) => x * 2)),
+  }, { maxBatchSize: 2, maxWaitMs: 20 });
+  const first = await Promise.allSettled([1, 2].map((x) => b.submit(x)));
+  assert.deepEqual(first.map((r) => r.status), ["rejected", "rejected"]);
+  assert.match(((first[0] as PromiseRejectedResult).reason as Error).message, /plan exploded/);
+  assert.deepEqual(await Promise.all([3, 4].map((x) => b.submit(x))), [6, 8]);
+});
+
+Deno.test("batcher: a plan with a fractional index rejects the batch's callers instead of hanging", async () => {
+  // checkPartition exists so that "some caller would wait forever" cannot happen. A fractional index
+  // passes its range check (0 <= 0.5 < 3) and `seen[0.5]++` is a no-op on a Uint8Array, so [[0, 0.5, 1, 2]]
+  // is accepted; then jobs[0.5] is undefined and resolving it throws inside the catch as well.
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: PromiseRejectionEvent) => {
+    unhandled.push(e.reason);
+    e.preventDefault(); // keep a stray rejection from the batcher from killing the rest of this file
+  };
+  globalThis.addEventListener("unhandledrejection", onUnhandled);
+  try {
+    const b = batcher<number, number>({
+      plan: () => [[0, 0.5, 1, 2]],
+      run: (items) => Promise.resolve(items.map((x) => x ?? -1)),
+    }, { maxBatchSize: 3, maxWaitMs: 5 });
+    const callers = [0, 1, 2].map((x) => track(b.submit(x)));
+    await sleep(200);
+    const hanging = callers.flatMap((c, i) => (c.settled ? [] : [i]));
+    assert.deepEqual(
+      hanging,
+      [],
+      `callers ${hanging} never settled; unhandled rejections: ${unhandled.map(String).join("; ")}`,
+    );
+    for (const c of callers) assert.ok(c.error instanceof Error, "a bad plan rejects every caller");
+  } finally {
+    globalThis.removeEventListener("unhandledrejection", onUnhandled);
+  }
+});
+
+Deno.test("batcher: a runner that throws rejects only its group's callers; later batches still work", async () => {
+  // Two groups per batch: the group holding "bad" fails, the other one succeeds.
+  const plan = (items: readonly string[]) => [[0, 1], [2, 3]].filter((g) => g[0] < items.length);
+  const b = batcher<string, string>({
+    plan,
+    async run(items) {
+      await sleep(2);
+      if (items.includes("bad")) throw new Error(`cannot run ${items}`);
+      return items.map((s) => s + "+");
+    },
+  }, { maxBatchSize: 4, maxWaitMs: 20 });
+  const results = await Promise.allSettled(["ok1", "bad", "ok2", "ok3"].map((x) => b.submit(x)));
+  assert.equal(results[0].status, "rejected");
+  assert.equal(results[1].status, "rejected");
+  assert.match(((results[0] as PromiseRejectedResult).reason as Error).message, /cannot run ok1,bad/);
+  assert.deepEqual(results.slice(2), [
+    { status: "fulfilled", value: "ok2+" },
+    { status: "fulfilled", value: "ok3+" },
+  ]);
+  // The failure left no state behind.
+  assert.deepEqual(await Promise.all(["x", "y"].map((x) => b.submit(x))), ["x+", "y+"]);
+  assert.equal(b.inFlight, 0);
+});
+
+Deno.test("batcher: a runner that throws synchronously is handled like one that rejects", async () => {
+  let calls = 0;
+  const b = batcher<number, number>({
+    run: (items) => {
+      if (calls++ === 0) throw new TypeError("sync failure");
+      return Promise.resolve(items);
+    },
+  }, { maxBatchSize: 2, maxWaitMs: 20 });
+  await assert.rejects(Promise.all([1, 2].map((x) => b.submit(x))), TypeError);
+  assert.deepEqual(await Promise.all([3, 4].map((x) => b.submit(x))), [3, 4]);
+});
+
+Deno.test("batcher: a runner returning the wrong number of outputs rejects that group's callers", async () => {
+  let calls = 0;
+  const b = batcher<number, number>({
+    run: (items) => {
+      calls++;
+      // Too few on the first call, too many on the second, right on the third.
+      if (calls === 1) return Promise.resolve(items.slice(1));
+      if (calls === 2) return Promise.resolve([...items, 99]);
+      return Promise.resolve(items);
+    },
+  }, { maxBatchSize: 2, maxWaitMs: 20 });
+  const tooFew = await Promise.allSettled([1, 2].map((x) => b.submit(x)));
+  for (const r of tooFew) {
+    assert.equal(r.status, "rejected");
+    assert.match(((r as PromiseRejectedResult).reason as Error).message, /returned 1 outputs for 2 items/);
+  }
+  const tooMany = await Promise.allSettled([1, 2].map((x) => b.submit(x)));
+  for (const r of tooMany) {
+    assert.equal(r.status, "rejected");
+    assert.match(((r as PromiseRejectedResult).reason as Error).message, /returned 3 outputs for 2 items/);
+  }
+  assert.deepEqual(await Promise.all([5, 6].map((x) => b.submit(x))), [5, 6]);
+});
+
+Deno.test("batcher: submit refuses with QueueFullError beyond maxQueue waiting items", async () => {
+  const { runner, runs } = recorder((x: number) => x);
+  const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 10_000, maxQueue: 3 });
+  const accepted = [1, 2, 3].map((x) => b.submit(x));
+  assert.equal(b.queued, 3);
+  const refused = b.submit(4);
+  await assert.rejects(refused, (err: unknown) => {
+    assert.ok(err instanceof QueueFullError);
+    assert.equal(err.limit, 3);
+    assert.match(err.message, /queue is full \(3 waiting\)/);
+    return true;
+  });
+  // A refused item is not counted as in flight, and the accepted ones are unaffected.
+  assert.equal(b.inFlight, 3);
+  await b.close(); // flushes the three without waiting 10 s
+  assert.deepEqual(await Promise.all(accepted), [1, 2, 3]);
+  assert.deepEqual(runs, [[1, 2, 3]]);
+});
+
+Deno.test("batcher: maxQueue counts waiting items only, not the running batch", async () => {
+  const gate = Promise.withResolvers<void>();
+  const b = batcher<number, number>({
+    async run(items) {
+      await gate.promise;
+      return items;
+    },
+  }, { maxBatchSize: 2, maxWaitMs: 10_000, maxQueue: 2 });
+  const running = [1, 2].map((x) => b.submit(x)); // a full batch: runs at once, blocked on the gate
+  assert.equal(b.queued, 0);
+  const waiting = [3, 4].map((x) => b.submit(x)); // room for two more while the batch runs
+  assert.equal(b.queued, 2);
+  await assert.rejects(b.submit(5), QueueFullError);
+  gate.resolve();
+  assert.deepEqual(await Promise.all([...running, ...waiting]), [1, 2, 3, 4]);
+});
+
+Deno.test("batcher: after close(), submit rejects with BatcherClosedError", async () => {
+  const { runner } = recorder((x: number) => x);
+  const b = batcher(runner, {});
+  await b.close();
+  await assert.rejects(b.submit(1), (err: unknown) => {
+    assert.ok(err instanceof BatcherClosedError);
+    assert.match(err.message, /shutting down/);
+    return true;
+  });
+  assert.equal(b.inFlight, 0);
+  // Closing twice is harmless.
+  await b.close();
+});
+
+Deno.test("batcher: close() on an idle batcher resolves at once", async () => {
+  const b = batcher<number, number>({ run: (items) => Promise.resolve(items) }, { maxWaitMs: 10_000 });
+  await b.close();
+});
+
+Deno.test("batcher: close() resolves only after every accepted item has been answered", async () => {
+  const answered: number[] = [];
+  const b = batcher<number, number>({
+    async run(items) {
+      await sleep(30);
+      answered.push(...items);
+      return items.map((x) => x * 3);
+    },
+  }, { maxBatchSize: 2, maxWaitMs: 10 });
+  // Two running, three waiting behind them (they make two more batches).
+  const callers = [1, 2, 3, 4, 5].map((x) => b.submit(x));
+  await sleep(5);
+  assert.equal(b.inFlight, 5);
+  await b.close();
+  // Every runner call had returned when close() resolved; items submitted before close were not dropped.
+  assert.deepEqual(answered, [1, 2, 3, 4, 5]);
+  assert.equal(b.inFlight, 0);
+  assert.equal(b.queued, 0);
+  assert.deepEqual(await Promise.all(callers), [3, 6, 9, 12, 15]);
+});
+
+Deno.test("batcher: close() waits for callers whose group failed, too", async () => {
+  const b = batcher<number, number>({
+    async run() {
+      await sleep(10);
+      throw new Error("model failed");
+    },
+  }, { maxBatchSize: 4, maxWaitMs: 10_000 });
+  const callers = [1, 2].map((x) => track(b.submit(x)));
+  await b.close();
+  await sleep(0);
+  for (const c of callers) assert.match((c.error as Error).message, /model failed/);
+  assert.equal(b.inFlight, 0);
+});
+
+Deno.test("batcher: close() flushes waiting items at once instead of waiting maxWaitMs", async () => {
+  const { runner, runs } = recorder((x: number) => x + 1, { delayMs: 1 });
+  // With a 10 s wait, only close() can make these run within the test's time.
+  const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 10_000 });
+  const callers = [1, 2, 3].map((x) => b.submit(x));
+  await sleep(10);
+  assert.deepEqual(runs, [], "waiting for company before close");
+  const started = performance.now();
+  await b.close();
+  assert.ok(performance.now() - started < 5_000, "close() did not wait out maxWaitMs");
+  assert.deepEqual(await Promise.all(callers), [2, 3, 4]);
+  assert.deepEqual(runs, [[1, 2, 3]]);
+});
+
+Deno.test("batcher: close() flushes a queue longer than maxBatchSize in successive full batches", async () => {
+  const gate = Promise.withResolvers<void>();
+  const runs: number[][] = [];
+  const b = batcher<number, number>({
+    async run(items) {
+      runs.push([...items]);
+      if (runs.length === 1) await gate.promise;
+      return items;
+    },
+  }, { maxBatchSize: 2, maxWaitMs: 10_000 });
+  const callers = [1, 2, 3, 4, 5].map((x) => b.submit(x)); // [1, 2] runs; 3, 4, 5 wait
+  const closed = b.close();
+  const late = b.submit(6);
+  await assert.rejects(late, BatcherClosedError);
+  gate.resolve();
+  await closed;
+  assert.deepEqual(runs, [[1, 2], [3, 4], [5]]);
+  assert.deepEqual(await Promise.all(callers), [1, 2, 3, 4, 5]);
+});
+
+Deno.test("batcher: observer gets each batch's size and each group's size and duration", async () => {
+  const batches: number[] = [];
+  const groups: [number, number][] = [];
+  const { runner } = recorder((x: number) => x, {
+    delayMs: 15,
+    plan: (items) => (items.length > 1 ? [[0], items.slice(1).map((_, i) => i + 1)] : [[0]]),
+  });
+  const b = batcher(runner, { maxBatchSize: 4, maxWaitMs: 20 }, {
+    onBatch: (size) => batches.push(size),
+    onGroup: (size, durationMs) => groups.push([size, durationMs]),
+  });
+  await Promise.all([1, 2, 3, 4, 5].map((x) => b.submit(x)));
+  assert.deepEqual(batches, [4, 1]);
+  assert.deepEqual(groups.map(([size]) => size), [1, 3, 1]);
+  // Each group awaited a 15 ms delay inside run; the duration covers it (lower bound only, 1 ms slack).
+  for (const [, ms] of groups) assert.ok(ms >= 14, `group duration ${ms} ms`);
+});
+
+Deno.test("batcher: onGroup is reported for failed groups too", async () => {
+  const groups: number[] = [];
+  const b = batcher<number, number>({ run: () => Promise.reject(new Error("no")) }, { maxBatchSize: 2 }, {
+    onGroup: (size) => groups.push(size),
+  });
+  await Promise.allSettled([1, 2].map((x) => b.submit(x)));
+  assert.deepEqual(groups, [2]);
+});
+
+Deno.test("batcher: invalid options throw", () => {
+  const runner: BatchRunner<number, number> = { run: (items) => Promise.resolve(items) };
+  const good: BatcherOptions = { maxBatchSize: 4, maxWaitMs: 5, maxQueue: 10 };
+  const bad: [Partial<BatcherOptions>, RegExp][] = [
+    [{ maxBatchSize: 0 }, /maxBatchSize/],
+    [{ maxBatchSize: -1 }, /maxBatchSize/],
+    [{ maxBatchSize: 1.5 }, /maxBatchSize/],
+    [{ maxBatchSize: NaN }, /maxBatchSize/],
+    [{ maxBatchSize: Infinity }, /maxBatchSize/],
+    [{ maxWaitMs: -1 }, /maxWaitMs/],
+    [{ maxWaitMs: NaN }, /maxWaitMs/],
+    [{ maxWaitMs: Infinity }, /maxWaitMs/],
+    [{ maxQueue: 0 }, /maxQueue/],
+    [{ maxQueue: 2.5 }, /maxQueue/],
+    [{ maxQueue: NaN }, /maxQueue/],
+  ];
+  for (const [change, message] of bad) {
+    assert.throws(() => new DynamicBatcher(runner, { ...good, ...change }), message, JSON.stringify(change));
+  }
+  // The edges that are valid: no waiting at all, batches of one, a queue of one.
+  new DynamicBatcher(runner, { maxBatchSize: 1, maxWaitMs: 0, maxQueue: 1 });
+});
+
+Deno.test("batcher: maxWaitMs 0 runs each item as soon as it arrives", async () => {
+  const { runner, runs } = recorder((x: number) => x, { delayMs: 5 });
+  const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 0 });
+  const first = b.submit(1); // runs at once: the oldest has waited >= 0 ms
+  await sleep(1);
+  const rest = [2, 3].map((x) => b.submit(x)); // queue behind the running batch, then go together
+  assert.deepEqual(await Promise.all([first, ...rest]), [1, 2, 3]);
+  assert.deepEqual(runs, [[1], [2, 3]]);
+});
