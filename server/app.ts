@@ -41,6 +41,9 @@ const ROUTES: Record<string, string[]> = {
   "/openapi.json": ["GET", "HEAD"],
 };
 
+/** Methods counted by name in the metrics; any other (a client can send anything) is counted as "other". */
+const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 function errorResponse(c: Context<Env>, err: ApiError): Response {
@@ -68,7 +71,8 @@ export function createApp(options: AppOptions): Hono<Env> {
     await next();
     c.res.headers.set("x-request-id", requestId);
     const route = c.req.path in ROUTES ? c.req.path : "unmatched";
-    metrics.requests.inc({ route, method: c.req.method, status: String(c.res.status) });
+    const method = KNOWN_METHODS.has(c.req.method) ? c.req.method : "other";
+    metrics.requests.inc({ route, method, status: String(c.res.status) });
     metrics.latency.observe((performance.now() - started) / 1000, { route });
   });
 

@@ -1,9 +1,10 @@
 /**
- * Dynamic batching: requests that arrive close together share one forward pass. The first request of an
- * idle batcher waits at most `maxWaitMs` for company; a full batch (`maxBatchSize`) goes at once. While a
- * batch runs, new requests queue; when it finishes, they go as soon as the oldest has waited its
- * `maxWaitMs` or a full batch is ready. One batch runs at a time: the model is one resource, and queueing
- * here (rather than in the native mutex) is what lets the next batch grow while the current one computes.
+ * Dynamic batching: requests that arrive close together share one forward pass. One batch runs at a time:
+ * the model is one resource, and queueing here (rather than in the native mutex) is what lets the next
+ * batch grow while the current one computes. When the model is free, waiting items go at once if they fill
+ * a batch (`maxBatchSize`), and at the end of the current event-loop turn if requests are arriving sparsely
+ * (the last two arrived more than `maxWaitMs` apart: a lone client gains nothing from waiting for company
+ * that will not come). Otherwise they wait until the oldest has waited `maxWaitMs`, for the batch to fill.
  * @module
  */
 
@@ -57,9 +58,12 @@ export class DynamicBatcher<I, O> {
   #queue: Job<I, O>[] = [];
   #running = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerDue = 0;
   #closed = false;
   #idle: (() => void)[] = [];
   #inFlight = 0;
+  #lastArrival = -Infinity;
+  #lastGapMs = Infinity;
 
   constructor(
     private readonly runner: BatchRunner<I, O>,
@@ -93,6 +97,9 @@ export class DynamicBatcher<I, O> {
       return Promise.reject(new QueueFullError(this.options.maxQueue));
     }
     this.#inFlight++;
+    const now = performance.now();
+    this.#lastGapMs = now - this.#lastArrival;
+    this.#lastArrival = now;
     const done = new Promise<O>((resolve, reject) => {
       this.#queue.push({ item, enqueuedAt: performance.now(), resolve, reject });
     });
@@ -113,16 +120,33 @@ export class DynamicBatcher<I, O> {
   #schedule(): void {
     if (this.#running || this.#queue.length === 0) return;
     const { maxBatchSize, maxWaitMs } = this.options;
-    const waited = performance.now() - this.#queue[0].enqueuedAt;
+    const now = performance.now();
+    const waited = now - this.#queue[0].enqueuedAt;
     // Closing: nothing more will arrive, so waiting for company only delays the answers.
     if (this.#queue.length >= maxBatchSize || waited >= maxWaitMs || this.#closed) {
       this.#clearTimer();
       void this.#runBatch();
-    } else if (this.#timer === undefined) {
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        this.#schedule();
-      }, maxWaitMs - waited);
+      return;
+    }
+    // Sparse arrivals: wait only for this turn of the event loop to end, so that items submitted together
+    // (the texts of one request) still share a batch. Dense arrivals: wait for the batch to fill, up to the
+    // oldest item's maxWaitMs.
+    const due = now + (this.#lastGapMs > maxWaitMs ? 0 : maxWaitMs - waited);
+    if (this.#timer !== undefined && this.#timerDue <= due) return;
+    this.#clearTimer();
+    this.#timerDue = due;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (!this.#running && this.#queue.length > 0) void this.#runBatch();
+    }, due - now);
+  }
+
+  /** Observers are metrics: their failure must never strand the callers of a batch. */
+  #observe(report: () => void): void {
+    try {
+      report();
+    } catch (err) {
+      console.error(`batch observer failed: ${err instanceof Error ? err.message : err}`);
     }
   }
 
@@ -135,7 +159,7 @@ export class DynamicBatcher<I, O> {
     this.#running = true;
     const jobs = this.#queue.splice(0, this.options.maxBatchSize);
     try {
-      this.observer.onBatch?.(jobs.length);
+      this.#observe(() => this.observer.onBatch?.(jobs.length));
       const items = jobs.map((j) => j.item);
       let groups: number[][];
       try {
@@ -156,7 +180,7 @@ export class DynamicBatcher<I, O> {
         } catch (err) {
           group.forEach((i) => jobs[i].reject(err));
         }
-        this.observer.onGroup?.(group.length, performance.now() - started);
+        this.#observe(() => this.observer.onGroup?.(group.length, performance.now() - started));
       }
     } finally {
       this.#running = false;
@@ -169,7 +193,7 @@ export class DynamicBatcher<I, O> {
 function checkPartition(groups: number[][], count: number): void {
   const seen = new Uint8Array(count);
   for (const i of groups.flat()) {
-    if (!(i >= 0 && i < count) || seen[i]++) {
+    if (!Number.isInteger(i) || i < 0 || i >= count || seen[i]++) {
       throw new Error(`batch plan names item ${i} twice or out of range`);
     }
   }

@@ -2,8 +2,8 @@
 // own output, failures reach exactly the callers they concern, and close() drains without hanging.
 import assert from "node:assert/strict";
 import {
-  type BatcherOptions,
   BatcherClosedError,
+  type BatcherOptions,
   type BatchObserver,
   type BatchRunner,
   DynamicBatcher,
@@ -37,8 +37,16 @@ function recorder<I, O>(
   return { runner, batches, runs };
 }
 
-function batcher<I, O>(runner: BatchRunner<I, O>, options: Partial<BatcherOptions>, observer?: BatchObserver) {
-  return new DynamicBatcher<I, O>(runner, { maxBatchSize: 8, maxWaitMs: 20, maxQueue: 100, ...options }, observer);
+function batcher<I, O>(
+  runner: BatchRunner<I, O>,
+  options: Partial<BatcherOptions>,
+  observer?: BatchObserver,
+) {
+  return new DynamicBatcher<I, O>(
+    runner,
+    { maxBatchSize: 8, maxWaitMs: 20, maxQueue: 100, ...options },
+    observer,
+  );
 }
 
 /** Settles a promise into a record, so a test can look at callers that must not hang without awaiting them. */
@@ -82,26 +90,50 @@ Deno.test("batcher: a full batch goes at once, without waiting maxWaitMs", async
   assert.ok(performance.now() - started < 5_000, "the full batch did not wait for the 10 s timer");
 });
 
-Deno.test("batcher: a lone item waits about maxWaitMs for company, then runs alone", async () => {
-  const maxWaitMs = 60;
+Deno.test("batcher: a lone item on an idle batcher runs at once: no company is coming", async () => {
   let ranAt: number | undefined;
   const b = batcher<string, string>({
     run: (items) => {
       ranAt = performance.now();
       return Promise.resolve(items.map((s) => s.toUpperCase()));
     },
-  }, { maxBatchSize: 8, maxWaitMs });
+  }, { maxBatchSize: 8, maxWaitMs: 10_000 });
   const submitted = performance.now();
-  const answer = b.submit("solo");
-  // Halfway through the wait it is still queued, not running.
-  await sleep(maxWaitMs / 2);
-  assert.equal(ranAt, undefined, "ran before maxWaitMs elapsed");
-  assert.equal(b.queued, 1);
-  assert.equal(b.inFlight, 1);
-  assert.equal(await answer, "SOLO");
-  // Lower bound only (timers may be late, never early here: the batcher re-checks the clock). 1 ms slack
-  // for the clock reads on either side of submit.
-  assert.ok(ranAt! - submitted >= maxWaitMs - 1, `ran after ${ranAt! - submitted} ms, expected >= ${maxWaitMs}`);
+  assert.equal(await b.submit("solo"), "SOLO");
+  // With a 10 s window, anything under 5 s proves the batcher did not wait for it.
+  assert.ok(ranAt! - submitted < 5_000, `ran after ${ranAt! - submitted} ms`);
+});
+
+Deno.test("batcher: when items arrive close together, a batch waits up to maxWaitMs to fill", async () => {
+  const maxWaitMs = 60;
+  const gate = Promise.withResolvers<void>();
+  const runs: { items: string[]; at: number }[] = [];
+  const b = batcher<string, string>({
+    async run(items) {
+      runs.push({ items: [...items], at: performance.now() });
+      if (items[0] === "warm") await gate.promise;
+      return items;
+    },
+  }, { maxBatchSize: 8, maxWaitMs });
+  const warm = b.submit("warm"); // idle batcher: runs at once, then holds the model until the gate opens
+  await sleep(1);
+  const bSubmitted = performance.now();
+  const later = [b.submit("b")];
+  await sleep(5);
+  later.push(b.submit("c")); // 5 ms after "b": arrivals are dense now
+  gate.resolve();
+  await warm;
+  await sleep(10);
+  later.push(b.submit("d")); // still inside b's window: joins the same batch
+  assert.deepEqual(await Promise.all(later), ["b", "c", "d"]);
+  assert.deepEqual(runs.map((r) => r.items), [["warm"], ["b", "c", "d"]]);
+  // Lower bound only (timers may be late, never early: the batcher re-checks the clock); 1 ms slack for
+  // the clock reads on either side of submit.
+  const waited = runs[1].at - bSubmitted;
+  assert.ok(
+    waited >= maxWaitMs - 1,
+    `the batch ran ${waited} ms after its oldest item, expected >= ${maxWaitMs}`,
+  );
 });
 
 Deno.test("batcher: maxBatchSize 1 runs each item alone, in arrival order", async () => {
@@ -212,9 +244,9 @@ Deno.test("batcher: a plan that throws rejects the batch's callers; the next bat
 });
 
 Deno.test("batcher: a plan with a fractional index rejects the batch's callers instead of hanging", async () => {
-  // checkPartition exists so that "some caller would wait forever" cannot happen. A fractional index
-  // passes its range check (0 <= 0.5 < 3) and `seen[0.5]++` is a no-op on a Uint8Array, so [[0, 0.5, 1, 2]]
-  // is accepted; then jobs[0.5] is undefined and resolving it throws inside the catch as well.
+  // checkPartition exists so that "some caller would wait forever" cannot happen. A fractional index would
+  // pass a plain range check (0 <= 0.5 < 3) and `seen[0.5]++` is a no-op on a Uint8Array, so [[0, 0.5, 1, 2]]
+  // must be refused explicitly: jobs[0.5] is undefined and resolving it would throw inside the catch too.
   const unhandled: unknown[] = [];
   const onUnhandled = (e: PromiseRejectionEvent) => {
     unhandled.push(e.reason);
@@ -366,8 +398,8 @@ Deno.test("batcher: close() resolves only after every accepted item has been ans
   }, { maxBatchSize: 2, maxWaitMs: 10 });
   // Two running, three waiting behind them (they make two more batches).
   const callers = [1, 2, 3, 4, 5].map((x) => b.submit(x));
-  await sleep(5);
   assert.equal(b.inFlight, 5);
+  assert.equal(b.queued, 3);
   await b.close();
   // Every runner call had returned when close() resolved; items submitted before close were not dropped.
   assert.deepEqual(answered, [1, 2, 3, 4, 5]);
@@ -391,17 +423,28 @@ Deno.test("batcher: close() waits for callers whose group failed, too", async ()
 });
 
 Deno.test("batcher: close() flushes waiting items at once instead of waiting maxWaitMs", async () => {
-  const { runner, runs } = recorder((x: number) => x + 1, { delayMs: 1 });
-  // With a 10 s wait, only close() can make these run within the test's time.
-  const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 10_000 });
-  const callers = [1, 2, 3].map((x) => b.submit(x));
+  const gate = Promise.withResolvers<void>();
+  const runs: number[][] = [];
+  // With a 10 s wait, only close() can make the waiting items run within the test's time.
+  const b = batcher<number, number>({
+    async run(items) {
+      runs.push([...items]);
+      if (items[0] === 0) await gate.promise;
+      return items.map((x) => x + 1);
+    },
+  }, { maxBatchSize: 8, maxWaitMs: 10_000 });
+  const warm = b.submit(0); // runs at once and holds the model
+  await sleep(1);
+  const callers = [1, 2, 3].map((x) => b.submit(x)); // dense arrivals: they will wait for company
+  gate.resolve();
+  await warm;
   await sleep(10);
-  assert.deepEqual(runs, [], "waiting for company before close");
+  assert.deepEqual(runs, [[0]], "waiting for company before close");
   const started = performance.now();
   await b.close();
   assert.ok(performance.now() - started < 5_000, "close() did not wait out maxWaitMs");
   assert.deepEqual(await Promise.all(callers), [2, 3, 4]);
-  assert.deepEqual(runs, [[1, 2, 3]]);
+  assert.deepEqual(runs, [[0], [1, 2, 3]]);
 });
 
 Deno.test("batcher: close() flushes a queue longer than maxBatchSize in successive full batches", async () => {
@@ -477,9 +520,10 @@ Deno.test("batcher: invalid options throw", () => {
 Deno.test("batcher: maxWaitMs 0 runs each item as soon as it arrives", async () => {
   const { runner, runs } = recorder((x: number) => x, { delayMs: 5 });
   const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 0 });
-  const first = b.submit(1); // runs at once: the oldest has waited >= 0 ms
-  await sleep(1);
+  const first = b.submit(1); // runs at once (synchronously): the oldest has waited >= 0 ms
+  assert.deepEqual(runs, [[1]]);
   const rest = [2, 3].map((x) => b.submit(x)); // queue behind the running batch, then go together
+  assert.equal(b.queued, 2);
   assert.deepEqual(await Promise.all([first, ...rest]), [1, 2, 3]);
   assert.deepEqual(runs, [[1], [2, 3]]);
 });

@@ -21,8 +21,8 @@ export interface GroupingOptions {
  */
 export function planLengthGroups(lengths: readonly number[], options: GroupingOptions): number[][] {
   const { callOverheadTokens, maxGroupSize } = options;
-  if (!(callOverheadTokens >= 0)) {
-    throw new Error(`callOverheadTokens must be >= 0, got ${callOverheadTokens}`);
+  if (!(callOverheadTokens >= 0 && callOverheadTokens < Infinity)) {
+    throw new Error(`callOverheadTokens must be a finite number >= 0, got ${callOverheadTokens}`);
   }
   if (!Number.isInteger(maxGroupSize) || maxGroupSize < 1) {
     throw new Error(`maxGroupSize must be a positive integer, got ${maxGroupSize}`);

@@ -26,7 +26,11 @@ function assertShortestFirst(groups: number[][], lengths: readonly number[]): vo
 }
 
 /** The cheapest cost over every contiguous partition of the sorted order (by exhaustive recursion). */
-function bruteForceContiguous(sortedLengths: readonly number[], overhead: number, maxGroupSize: number): number {
+function bruteForceContiguous(
+  sortedLengths: readonly number[],
+  overhead: number,
+  maxGroupSize: number,
+): number {
   const n = sortedLengths.length;
   const from = (start: number): number => {
     if (start === n) return 0;
@@ -165,7 +169,10 @@ Deno.test("planLengthGroups: the cost is optimal among all contiguous partitions
     const sorted = [...lengths].sort((a, b) => a - b);
     const optimum = bruteForceContiguous(sorted, callOverheadTokens, maxGroupSize);
     const got = cost(lengths, groups, callOverheadTokens);
-    assert.ok(Math.abs(got - optimum) < 1e-9, `${JSON.stringify({ lengths, options })}: ${got} vs ${optimum}`);
+    assert.ok(
+      Math.abs(got - optimum) < 1e-9,
+      `${JSON.stringify({ lengths, options })}: ${got} vs ${optimum}`,
+    );
   }
 });
 
@@ -198,7 +205,9 @@ Deno.test("planLengthGroups: a large batch (256 texts, groups of up to 64) costs
   const best = [0];
   for (let i = 1; i <= sorted.length; i++) {
     best[i] = Infinity;
-    for (let j = Math.max(0, i - 64); j < i; j++) best[i] = Math.min(best[i], best[j] + 300 + (i - j) * sorted[i - 1]);
+    for (let j = Math.max(0, i - 64); j < i; j++) {
+      best[i] = Math.min(best[i], best[j] + 300 + (i - j) * sorted[i - 1]);
+    }
   }
   assert.ok(Math.abs(cost(lengths, groups, 300) - best[sorted.length]) < 1e-6);
 });
@@ -223,9 +232,9 @@ Deno.test("planLengthGroups: invalid options throw", () => {
 });
 
 Deno.test("planLengthGroups: an infinite call overhead is refused or still respects maxGroupSize", () => {
-  // `callOverheadTokens >= 0` lets Infinity through. Every candidate cost is then Infinity, `cost < best[i]`
-  // never holds, cut[] stays 0, and the whole batch comes back as one group: 5 items with maxGroupSize 2
-  // give [[0, 1, 2, 3, 4]]. Either rejecting Infinity or planning ceil(5 / 2) = 3 groups would be right.
+  // With an infinite overhead every candidate cost is Infinity, `cost < best[i]` never holds, and a planner
+  // that let it through would return the whole batch as one group, ignoring maxGroupSize. Either rejecting
+  // Infinity or planning ceil(5 / 2) = 3 groups is right.
   const lengths = [1, 2, 3, 4, 5];
   const options = { callOverheadTokens: Infinity, maxGroupSize: 2 };
   let groups: number[][];

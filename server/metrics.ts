@@ -10,6 +10,15 @@ function escapeLabel(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 }
 
+/** Series key: the same label set gives the same series, whatever the order its keys were written in. */
+function seriesKey(labels: Labels): string {
+  return JSON.stringify(Object.keys(labels).sort().map((k) => [k, labels[k]]));
+}
+
+function escapeHelp(text: string): string {
+  return text.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+}
+
 function labelText(labels: Labels, extra: Labels = {}): string {
   const all = { ...labels, ...extra };
   const keys = Object.keys(all);
@@ -33,7 +42,7 @@ export class Counter implements Metric {
 
   /** Adds `by` (default 1) to the series of `labels`. */
   inc(labels: Labels = {}, by = 1): void {
-    const key = JSON.stringify(labels);
+    const key = seriesKey(labels);
     const series = this.#values.get(key) ?? { labels, value: 0 };
     series.value += by;
     this.#values.set(key, series);
@@ -41,11 +50,11 @@ export class Counter implements Metric {
 
   /** The current value of one series (0 when never incremented). */
   get(labels: Labels = {}): number {
-    return this.#values.get(JSON.stringify(labels))?.value ?? 0;
+    return this.#values.get(seriesKey(labels))?.value ?? 0;
   }
 
   render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
+    const lines = [`# HELP ${this.name} ${escapeHelp(this.help)}`, `# TYPE ${this.name} counter`];
     for (const { labels, value } of this.#values.values()) {
       lines.push(`${this.name}${labelText(labels)} ${formatNumber(value)}`);
     }
@@ -58,7 +67,7 @@ export class Gauge implements Metric {
   constructor(readonly name: string, readonly help: string, private readonly read: () => number) {}
 
   render(): string {
-    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n${this.name} ${
+    return `# HELP ${this.name} ${escapeHelp(this.help)}\n# TYPE ${this.name} gauge\n${this.name} ${
       formatNumber(this.read())
     }`;
   }
@@ -70,15 +79,16 @@ export class Histogram implements Metric {
   readonly buckets: readonly number[];
 
   constructor(readonly name: string, readonly help: string, buckets: readonly number[]) {
-    if (buckets.some((b, i) => i > 0 && b <= buckets[i - 1])) {
-      throw new Error(`${name}: buckets must increase`);
+    // +Inf is always added; every listed bound must be finite and larger than the one before.
+    if (buckets.some((b, i) => !Number.isFinite(b) || (i > 0 && !(b > buckets[i - 1])))) {
+      throw new Error(`${name}: buckets must be finite and must increase`);
     }
     this.buckets = buckets;
   }
 
   /** Records one observation. */
   observe(value: number, labels: Labels = {}): void {
-    const key = JSON.stringify(labels);
+    const key = seriesKey(labels);
     let s = this.#series.get(key);
     if (!s) this.#series.set(key, s = { labels, counts: this.buckets.map(() => 0), sum: 0, count: 0 });
     for (let i = 0; i < this.buckets.length; i++) if (value <= this.buckets[i]) s.counts[i]++;
@@ -88,11 +98,11 @@ export class Histogram implements Metric {
 
   /** How many observations one series holds. */
   count(labels: Labels = {}): number {
-    return this.#series.get(JSON.stringify(labels))?.count ?? 0;
+    return this.#series.get(seriesKey(labels))?.count ?? 0;
   }
 
   render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
+    const lines = [`# HELP ${this.name} ${escapeHelp(this.help)}`, `# TYPE ${this.name} histogram`];
     for (const { labels, counts, sum, count } of this.#series.values()) {
       this.buckets.forEach((b, i) =>
         lines.push(`${this.name}_bucket${labelText(labels, { le: formatNumber(b) })} ${counts[i]}`)
