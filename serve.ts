@@ -1,7 +1,6 @@
 /**
  * `deno task serve [--checkpoint DIR] [--host H] [--port P] [--device D]`: the inference server. Loads
- * the model and tokenizer once, measures what a forward call costs on this device (to cut batches into
- * length groups), then serves the Hono app from server/app.ts with Deno.serve. SIGTERM or SIGINT drains:
+ * the model and tokenizer once, then serves the Hono app from server/app.ts with Deno.serve. SIGTERM or SIGINT drains:
  * new predictions are refused with 503, those in flight are answered, then the process exits 0.
  * @module
  */
@@ -13,7 +12,7 @@ import { parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
 import { DEFAULT_CHECKPOINT } from "./predict.ts";
 import { createApp } from "./server/app.ts";
 import { ServerMetrics } from "./server/metrics.ts";
-import { BatchedPredictor, measureCallOverhead } from "./server/predictor.ts";
+import { BatchedPredictor } from "./server/predictor.ts";
 import { DEFAULT_LIMITS, type RequestLimits } from "./server/schemas.ts";
 import { healthReporter } from "./server/health.ts";
 import denoConfig from "./deno.json" with { type: "json" };
@@ -34,7 +33,6 @@ Options:
   --max-text-chars N    longest accepted text, characters (default ${DEFAULT_LIMITS.maxTextChars})
   --max-texts N         most texts in one {"texts": [...]} request (default ${DEFAULT_LIMITS.maxTexts})
   --max-body-bytes N    largest request body (default ${DEFAULT_LIMITS.maxBodyBytes})
-  --call-overhead N     fixed cost of a forward call in tokens (default: measured at start-up)
   --threads N           libtorch intra-op threads (default: libtorch's choice)
   --drain-timeout-s N   on SIGTERM, longest wait for requests in flight (default 30)
   -h, --help            this help`;
@@ -70,7 +68,6 @@ async function main(args: string[]): Promise<void> {
     "max-text-chars": { type: "string" },
     "max-texts": { type: "string" },
     "max-body-bytes": { type: "string" },
-    "call-overhead": { type: "string" },
     threads: { type: "string" },
     "drain-timeout-s": { type: "string" },
     help: { type: "boolean", short: "h" },
@@ -114,31 +111,15 @@ async function main(args: string[]): Promise<void> {
       ? `tokenizer: bundled BERT uncased vocabulary (${files.dir} has no vocab.txt)`
       : `tokenizer: ${files.dir}/vocab.txt`,
   );
-  let callOverheadTokens: number;
-  if (values["call-overhead"] !== undefined) {
-    callOverheadTokens = nonNegativeNumber("call-overhead", values["call-overhead"], 0);
-  } else {
-    const m = await measureCallOverhead(classifier);
-    callOverheadTokens = m.callOverheadTokens;
-    log(
-      `a forward call costs about ${callOverheadTokens} tokens' worth on its own (1 x 64 tokens: ` +
-        `${m.singleMs.toFixed(1)} ms, 8 x 64: ${
-          m.batchMs.toFixed(1)
-        } ms); batches are cut into length groups by it`,
-    );
-  }
-
   const metrics = new ServerMetrics();
   const predictor = new BatchedPredictor(classifier, {
     maxBatchSize,
     maxWaitMs,
     maxQueue,
     maxLength,
-    callOverheadTokens,
   }, {
-    onBatch: (size) => metrics.batchSize.observe(size),
-    onGroup: (size, ms) => {
-      metrics.groupSize.observe(size);
+    onBatch: (size, ms) => {
+      metrics.batchSize.observe(size);
       metrics.forwardSeconds.observe(ms / 1000);
     },
   });

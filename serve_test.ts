@@ -102,7 +102,7 @@ Deno.test("SIGTERM drains: requests in flight are answered at once, then exit 0 
   await using tmp = await tempDir();
   const dir = await makeServingCheckpoint(join(tmp.path, "ckpt"));
   // A long batching window holds the requests in the queue when the signal arrives.
-  const serve = startServe(["--checkpoint", dir, "--max-wait-ms", "3000", "--call-overhead", "64"]);
+  const serve = startServe(["--checkpoint", dir, "--max-wait-ms", "3000"]);
   const port = await serve.port;
   const url = `http://127.0.0.1:${port}`;
   const health = await fetch(`${url}/health`);

@@ -42,6 +42,16 @@ Deno.test("parity with transformers on a tiny config, padded batch (fp32, eval)"
   await parityCase(config, makeBatch(config, 5, 17, 7), 1e-5);
 });
 
+Deno.test("parity with transformers when a row's position 0 is padding (the padded path, not the unpadded)", async () => {
+  // predict runs its matrix products on real tokens only and reads [CLS] at position 0; a left-padded row
+  // breaks that assumption, so the shim must fall back to the padded forward and still agree.
+  const config = tinyConfig();
+  const batch = makeBatch(config, 4, 15, 9);
+  batch.attentionMask.fill(0, 0, 3);
+  batch.attentionMask.fill(1, 3, 15);
+  await parityCase(config, batch, 1e-5);
+});
+
 Deno.test("parity with transformers on a batch without padding (the unmasked attention path)", async () => {
   const config = tinyConfig();
   const batch = makeBatch(config, 3, 12, 21);

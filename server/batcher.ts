@@ -18,18 +18,13 @@ export interface BatcherOptions {
   maxQueue: number;
 }
 
-/** What a batcher runs: optionally a plan that splits a batch into groups, and the work for one group. */
-export interface BatchRunner<I, O> {
-  /** Splits a batch into groups of indices, each run by one {@link run} call; default: one group. */
-  plan?(items: readonly I[]): number[][];
-  /** Computes the outputs of one group, in order. */
-  run(items: I[]): Promise<O[]>;
-}
+/** What a batcher runs: the work for one batch, outputs in the order of the items. */
+export type BatchRunner<I, O> = (items: I[]) => Promise<O[]>;
 
-/** What the batcher reports after each group, for metrics. */
+/** What the batcher reports, for metrics. */
 export interface BatchObserver {
-  onGroup?(size: number, durationMs: number): void;
-  onBatch?(size: number): void;
+  /** After each batch (answered or failed): how many items it held and how long the runner took. */
+  onBatch?(size: number, durationMs: number): void;
 }
 
 /** Thrown by submit when the queue is full: the server answers 503 and the client retries later. */
@@ -158,44 +153,19 @@ export class DynamicBatcher<I, O> {
   async #runBatch(): Promise<void> {
     this.#running = true;
     const jobs = this.#queue.splice(0, this.options.maxBatchSize);
+    const started = performance.now();
     try {
-      this.#observe(() => this.observer.onBatch?.(jobs.length));
-      const items = jobs.map((j) => j.item);
-      let groups: number[][];
-      try {
-        groups = this.runner.plan ? this.runner.plan(items) : [items.map((_, i) => i)];
-        checkPartition(groups, items.length);
-      } catch (err) {
-        jobs.forEach((j) => j.reject(err));
-        return;
+      const outputs = await this.runner(jobs.map((j) => j.item));
+      if (outputs.length !== jobs.length) {
+        throw new Error(`batch runner returned ${outputs.length} outputs for ${jobs.length} items`);
       }
-      for (const group of groups) {
-        const started = performance.now();
-        try {
-          const outputs = await this.runner.run(group.map((i) => items[i]));
-          if (outputs.length !== group.length) {
-            throw new Error(`batch runner returned ${outputs.length} outputs for ${group.length} items`);
-          }
-          group.forEach((i, k) => jobs[i].resolve(outputs[k]));
-        } catch (err) {
-          group.forEach((i) => jobs[i].reject(err));
-        }
-        this.#observe(() => this.observer.onGroup?.(group.length, performance.now() - started));
-      }
+      jobs.forEach((job, i) => job.resolve(outputs[i]));
+    } catch (err) {
+      jobs.forEach((job) => job.reject(err));
     } finally {
+      this.#observe(() => this.observer.onBatch?.(jobs.length, performance.now() - started));
       this.#running = false;
       this.#schedule();
     }
   }
-}
-
-/** A plan must name every item exactly once, or some caller would wait forever. */
-function checkPartition(groups: number[][], count: number): void {
-  const seen = new Uint8Array(count);
-  for (const i of groups.flat()) {
-    if (!Number.isInteger(i) || i < 0 || i >= count || seen[i]++) {
-      throw new Error(`batch plan names item ${i} twice or out of range`);
-    }
-  }
-  if (seen.includes(0)) throw new Error("batch plan leaves items out");
 }

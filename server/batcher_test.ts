@@ -12,29 +12,16 @@ import {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** A runner that records every batch (plan call) and group (run call) and answers after an awaited delay. */
-function recorder<I, O>(
-  transform: (item: I) => O,
-  options: { delayMs?: number; plan?: (items: readonly I[]) => number[][] } = {},
-) {
+/** A runner that records every batch it runs and answers after an awaited delay. */
+function recorder<I, O>(transform: (item: I) => O, options: { delayMs?: number } = {}) {
   const { delayMs = 5 } = options;
-  const batches: I[][] = [];
   const runs: I[][] = [];
-  const runner: BatchRunner<I, O> = {
-    async run(items) {
-      runs.push([...items]);
-      await sleep(delayMs);
-      return items.map(transform);
-    },
+  const runner: BatchRunner<I, O> = async (items) => {
+    runs.push([...items]);
+    await sleep(delayMs);
+    return items.map(transform);
   };
-  if (options.plan) {
-    const plan = options.plan;
-    runner.plan = (items) => {
-      batches.push([...items]);
-      return plan(items);
-    };
-  }
-  return { runner, batches, runs };
+  return { runner, runs };
 }
 
 function batcher<I, O>(
@@ -92,11 +79,9 @@ Deno.test("batcher: a full batch goes at once, without waiting maxWaitMs", async
 
 Deno.test("batcher: a lone item on an idle batcher runs at once: no company is coming", async () => {
   let ranAt: number | undefined;
-  const b = batcher<string, string>({
-    run: (items) => {
-      ranAt = performance.now();
-      return Promise.resolve(items.map((s) => s.toUpperCase()));
-    },
+  const b = batcher<string, string>((items) => {
+    ranAt = performance.now();
+    return Promise.resolve(items.map((s) => s.toUpperCase()));
   }, { maxBatchSize: 8, maxWaitMs: 10_000 });
   const submitted = performance.now();
   assert.equal(await b.submit("solo"), "SOLO");
@@ -108,12 +93,10 @@ Deno.test("batcher: when items arrive close together, a batch waits up to maxWai
   const maxWaitMs = 60;
   const gate = Promise.withResolvers<void>();
   const runs: { items: string[]; at: number }[] = [];
-  const b = batcher<string, string>({
-    async run(items) {
-      runs.push({ items: [...items], at: performance.now() });
-      if (items[0] === "warm") await gate.promise;
-      return items;
-    },
+  const b = batcher<string, string>(async (items) => {
+    runs.push({ items: [...items], at: performance.now() });
+    if (items[0] === "warm") await gate.promise;
+    return items;
   }, { maxBatchSize: 8, maxWaitMs });
   const warm = b.submit("warm"); // idle batcher: runs at once, then holds the model until the gate opens
   await sleep(1);
@@ -148,12 +131,10 @@ Deno.test("batcher: maxBatchSize 1 runs each item alone, in arrival order", asyn
 Deno.test("batcher: items arriving while a batch runs form the next batch together", async () => {
   const gate = Promise.withResolvers<void>();
   const runs: number[][] = [];
-  const b = batcher<number, number>({
-    async run(items) {
-      runs.push([...items]);
-      if (runs.length === 1) await gate.promise; // hold the first batch until the test lets it go
-      return items.map((x) => x + 100);
-    },
+  const b = batcher<number, number>(async (items) => {
+    runs.push([...items]);
+    if (runs.length === 1) await gate.promise; // hold the first batch until the test lets it go
+    return items.map((x) => x + 100);
   }, { maxBatchSize: 8, maxWaitMs: 5 });
   const first = b.submit(1);
   await sleep(20); // the first batch ([1]) is now running and blocked
@@ -169,120 +150,13 @@ Deno.test("batcher: items arriving while a batch runs form the next batch togeth
   assert.deepEqual(runs, [[1], [2, 3, 4]]);
 });
 
-Deno.test("batcher: with a plan that reorders and groups, every caller gets its own output", async () => {
-  // Groups by parity, odd ones first and each group reversed: the runner sees items in a different order
-  // from the callers, and in several calls.
-  const plan = (items: readonly number[]) => {
-    const idx = [...items.keys()];
-    return [idx.filter((i) => items[i] % 2 === 1).reverse(), idx.filter((i) => items[i] % 2 === 0).reverse()];
-  };
-  const { runner, batches, runs } = recorder((x: number) => `out-${x}`, { plan });
-  const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 20 });
-  const items = [10, 11, 12, 13, 14, 15];
-  const outputs = await Promise.all(items.map((x) => b.submit(x)));
-  assert.deepEqual(outputs, items.map((x) => `out-${x}`));
-  assert.deepEqual(batches, [items]);
-  assert.deepEqual(runs, [[15, 13, 11], [14, 12, 10]]);
-});
-
-Deno.test("batcher: groups run one after another, in the plan's order", async () => {
-  const order: string[] = [];
-  const b = batcher<number, number>({
-    plan: () => [[2], [0, 1]],
-    async run(items) {
-      order.push(`start ${items}`);
-      await sleep(5);
-      order.push(`end ${items}`);
-      return items;
-    },
-  }, { maxBatchSize: 3, maxWaitMs: 20 });
-  assert.deepEqual(await Promise.all([0, 1, 2].map((x) => b.submit(x))), [0, 1, 2]);
-  assert.deepEqual(order, ["start 2", "end 2", "start 0,1", "end 0,1"]);
-});
-
-Deno.test("batcher: a plan that misses, repeats or invents an index rejects the batch's callers", async () => {
-  const bad: [string, number[][], RegExp][] = [
-    ["misses", [[0, 1]], /leaves items out/],
-    ["repeats", [[0, 1], [1, 2]], /twice or out of range/],
-    ["out of range", [[0, 1, 2, 3]], /twice or out of range/],
-    ["negative", [[-1, 0, 1, 2]], /twice or out of range/],
-    ["NaN", [[0, 1, 2, NaN]], /twice or out of range/],
-  ];
-  for (const [what, groups, message] of bad) {
-    let ran = 0;
-    const b = batcher<number, number>({
-      plan: () => groups,
-      run: (items) => {
-        ran++;
-        return Promise.resolve(items);
-      },
-    }, { maxBatchSize: 3, maxWaitMs: 20 });
-    const results = await Promise.allSettled([0, 1, 2].map((x) => b.submit(x)));
-    for (const r of results) {
-      assert.equal(r.status, "rejected", what);
-      assert.match(((r as PromiseRejectedResult).reason as Error).message, message, what);
-    }
-    assert.equal(ran, 0, `${what}: nothing runs on a bad plan`);
-    // The batcher still works afterwards (the same bad plan rejects again, but does not hang).
-    assert.equal(b.inFlight, 0);
-  }
-});
-
-Deno.test("batcher: a plan that throws rejects the batch's callers; the next batch still runs", async () => {
-  let calls = 0;
-  const b = batcher<number, number>({
-    plan: (items) => {
-      if (calls++ === 0) throw new Error("plan exploded");
-      return [items.map((_, i) => i)];
-    },
-    run: (items) => Promise.resolve(items.map((x) => x * 2)),
+Deno.test("batcher: a runner that throws rejects only its batch's callers; later batches still work", async () => {
+  const b = batcher<string, string>(async (items) => {
+    await sleep(2);
+    if (items.includes("bad")) throw new Error(`cannot run ${items}`);
+    return items.map((s) => s + "+");
   }, { maxBatchSize: 2, maxWaitMs: 20 });
-  const first = await Promise.allSettled([1, 2].map((x) => b.submit(x)));
-  assert.deepEqual(first.map((r) => r.status), ["rejected", "rejected"]);
-  assert.match(((first[0] as PromiseRejectedResult).reason as Error).message, /plan exploded/);
-  assert.deepEqual(await Promise.all([3, 4].map((x) => b.submit(x))), [6, 8]);
-});
-
-Deno.test("batcher: a plan with a fractional index rejects the batch's callers instead of hanging", async () => {
-  // checkPartition exists so that "some caller would wait forever" cannot happen. A fractional index would
-  // pass a plain range check (0 <= 0.5 < 3) and `seen[0.5]++` is a no-op on a Uint8Array, so [[0, 0.5, 1, 2]]
-  // must be refused explicitly: jobs[0.5] is undefined and resolving it would throw inside the catch too.
-  const unhandled: unknown[] = [];
-  const onUnhandled = (e: PromiseRejectionEvent) => {
-    unhandled.push(e.reason);
-    e.preventDefault(); // keep a stray rejection from the batcher from killing the rest of this file
-  };
-  globalThis.addEventListener("unhandledrejection", onUnhandled);
-  try {
-    const b = batcher<number, number>({
-      plan: () => [[0, 0.5, 1, 2]],
-      run: (items) => Promise.resolve(items.map((x) => x ?? -1)),
-    }, { maxBatchSize: 3, maxWaitMs: 5 });
-    const callers = [0, 1, 2].map((x) => track(b.submit(x)));
-    await sleep(200);
-    const hanging = callers.flatMap((c, i) => (c.settled ? [] : [i]));
-    assert.deepEqual(
-      hanging,
-      [],
-      `callers ${hanging} never settled; unhandled rejections: ${unhandled.map(String).join("; ")}`,
-    );
-    for (const c of callers) assert.ok(c.error instanceof Error, "a bad plan rejects every caller");
-  } finally {
-    globalThis.removeEventListener("unhandledrejection", onUnhandled);
-  }
-});
-
-Deno.test("batcher: a runner that throws rejects only its group's callers; later batches still work", async () => {
-  // Two groups per batch: the group holding "bad" fails, the other one succeeds.
-  const plan = (items: readonly string[]) => [[0, 1], [2, 3]].filter((g) => g[0] < items.length);
-  const b = batcher<string, string>({
-    plan,
-    async run(items) {
-      await sleep(2);
-      if (items.includes("bad")) throw new Error(`cannot run ${items}`);
-      return items.map((s) => s + "+");
-    },
-  }, { maxBatchSize: 4, maxWaitMs: 20 });
+  // maxBatchSize 2: [ok1, bad] fails together, [ok2, ok3] succeeds.
   const results = await Promise.allSettled(["ok1", "bad", "ok2", "ok3"].map((x) => b.submit(x)));
   assert.equal(results[0].status, "rejected");
   assert.equal(results[1].status, "rejected");
@@ -298,26 +172,22 @@ Deno.test("batcher: a runner that throws rejects only its group's callers; later
 
 Deno.test("batcher: a runner that throws synchronously is handled like one that rejects", async () => {
   let calls = 0;
-  const b = batcher<number, number>({
-    run: (items) => {
-      if (calls++ === 0) throw new TypeError("sync failure");
-      return Promise.resolve(items);
-    },
+  const b = batcher<number, number>((items) => {
+    if (calls++ === 0) throw new TypeError("sync failure");
+    return Promise.resolve(items);
   }, { maxBatchSize: 2, maxWaitMs: 20 });
   await assert.rejects(Promise.all([1, 2].map((x) => b.submit(x))), TypeError);
   assert.deepEqual(await Promise.all([3, 4].map((x) => b.submit(x))), [3, 4]);
 });
 
-Deno.test("batcher: a runner returning the wrong number of outputs rejects that group's callers", async () => {
+Deno.test("batcher: a runner returning the wrong number of outputs rejects that batch's callers", async () => {
   let calls = 0;
-  const b = batcher<number, number>({
-    run: (items) => {
-      calls++;
-      // Too few on the first call, too many on the second, right on the third.
-      if (calls === 1) return Promise.resolve(items.slice(1));
-      if (calls === 2) return Promise.resolve([...items, 99]);
-      return Promise.resolve(items);
-    },
+  const b = batcher<number, number>((items) => {
+    calls++;
+    // Too few on the first call, too many on the second, right on the third.
+    if (calls === 1) return Promise.resolve(items.slice(1));
+    if (calls === 2) return Promise.resolve([...items, 99]);
+    return Promise.resolve(items);
   }, { maxBatchSize: 2, maxWaitMs: 20 });
   const tooFew = await Promise.allSettled([1, 2].map((x) => b.submit(x)));
   for (const r of tooFew) {
@@ -353,11 +223,9 @@ Deno.test("batcher: submit refuses with QueueFullError beyond maxQueue waiting i
 
 Deno.test("batcher: maxQueue counts waiting items only, not the running batch", async () => {
   const gate = Promise.withResolvers<void>();
-  const b = batcher<number, number>({
-    async run(items) {
-      await gate.promise;
-      return items;
-    },
+  const b = batcher<number, number>(async (items) => {
+    await gate.promise;
+    return items;
   }, { maxBatchSize: 2, maxWaitMs: 10_000, maxQueue: 2 });
   const running = [1, 2].map((x) => b.submit(x)); // a full batch: runs at once, blocked on the gate
   assert.equal(b.queued, 0);
@@ -383,18 +251,16 @@ Deno.test("batcher: after close(), submit rejects with BatcherClosedError", asyn
 });
 
 Deno.test("batcher: close() on an idle batcher resolves at once", async () => {
-  const b = batcher<number, number>({ run: (items) => Promise.resolve(items) }, { maxWaitMs: 10_000 });
+  const b = batcher<number, number>((items) => Promise.resolve(items), { maxWaitMs: 10_000 });
   await b.close();
 });
 
 Deno.test("batcher: close() resolves only after every accepted item has been answered", async () => {
   const answered: number[] = [];
-  const b = batcher<number, number>({
-    async run(items) {
-      await sleep(30);
-      answered.push(...items);
-      return items.map((x) => x * 3);
-    },
+  const b = batcher<number, number>(async (items) => {
+    await sleep(30);
+    answered.push(...items);
+    return items.map((x) => x * 3);
   }, { maxBatchSize: 2, maxWaitMs: 10 });
   // Two running, three waiting behind them (they make two more batches).
   const callers = [1, 2, 3, 4, 5].map((x) => b.submit(x));
@@ -408,12 +274,10 @@ Deno.test("batcher: close() resolves only after every accepted item has been ans
   assert.deepEqual(await Promise.all(callers), [3, 6, 9, 12, 15]);
 });
 
-Deno.test("batcher: close() waits for callers whose group failed, too", async () => {
-  const b = batcher<number, number>({
-    async run() {
-      await sleep(10);
-      throw new Error("model failed");
-    },
+Deno.test("batcher: close() waits for callers whose batch failed, too", async () => {
+  const b = batcher<number, number>(async () => {
+    await sleep(10);
+    throw new Error("model failed");
   }, { maxBatchSize: 4, maxWaitMs: 10_000 });
   const callers = [1, 2].map((x) => track(b.submit(x)));
   await b.close();
@@ -426,12 +290,10 @@ Deno.test("batcher: close() flushes waiting items at once instead of waiting max
   const gate = Promise.withResolvers<void>();
   const runs: number[][] = [];
   // With a 10 s wait, only close() can make the waiting items run within the test's time.
-  const b = batcher<number, number>({
-    async run(items) {
-      runs.push([...items]);
-      if (items[0] === 0) await gate.promise;
-      return items.map((x) => x + 1);
-    },
+  const b = batcher<number, number>(async (items) => {
+    runs.push([...items]);
+    if (items[0] === 0) await gate.promise;
+    return items.map((x) => x + 1);
   }, { maxBatchSize: 8, maxWaitMs: 10_000 });
   const warm = b.submit(0); // runs at once and holds the model
   await sleep(1);
@@ -450,12 +312,10 @@ Deno.test("batcher: close() flushes waiting items at once instead of waiting max
 Deno.test("batcher: close() flushes a queue longer than maxBatchSize in successive full batches", async () => {
   const gate = Promise.withResolvers<void>();
   const runs: number[][] = [];
-  const b = batcher<number, number>({
-    async run(items) {
-      runs.push([...items]);
-      if (runs.length === 1) await gate.promise;
-      return items;
-    },
+  const b = batcher<number, number>(async (items) => {
+    runs.push([...items]);
+    if (runs.length === 1) await gate.promise;
+    return items;
   }, { maxBatchSize: 2, maxWaitMs: 10_000 });
   const callers = [1, 2, 3, 4, 5].map((x) => b.submit(x)); // [1, 2] runs; 3, 4, 5 wait
   const closed = b.close();
@@ -467,35 +327,37 @@ Deno.test("batcher: close() flushes a queue longer than maxBatchSize in successi
   assert.deepEqual(await Promise.all(callers), [1, 2, 3, 4, 5]);
 });
 
-Deno.test("batcher: observer gets each batch's size and each group's size and duration", async () => {
-  const batches: number[] = [];
-  const groups: [number, number][] = [];
-  const { runner } = recorder((x: number) => x, {
-    delayMs: 15,
-    plan: (items) => (items.length > 1 ? [[0], items.slice(1).map((_, i) => i + 1)] : [[0]]),
-  });
+Deno.test("batcher: the observer gets each batch's size and the runner's duration", async () => {
+  const batches: [number, number][] = [];
+  const { runner } = recorder((x: number) => x, { delayMs: 15 });
   const b = batcher(runner, { maxBatchSize: 4, maxWaitMs: 20 }, {
-    onBatch: (size) => batches.push(size),
-    onGroup: (size, durationMs) => groups.push([size, durationMs]),
+    onBatch: (size, durationMs) => batches.push([size, durationMs]),
   });
   await Promise.all([1, 2, 3, 4, 5].map((x) => b.submit(x)));
-  assert.deepEqual(batches, [4, 1]);
-  assert.deepEqual(groups.map(([size]) => size), [1, 3, 1]);
-  // Each group awaited a 15 ms delay inside run; the duration covers it (lower bound only, 1 ms slack).
-  for (const [, ms] of groups) assert.ok(ms >= 14, `group duration ${ms} ms`);
+  assert.deepEqual(batches.map(([size]) => size), [4, 1]);
+  // Each batch awaited a 15 ms delay inside the runner; the duration covers it (lower bound, 1 ms slack).
+  for (const [, ms] of batches) assert.ok(ms >= 14, `batch duration ${ms} ms`);
 });
 
-Deno.test("batcher: onGroup is reported for failed groups too", async () => {
-  const groups: number[] = [];
-  const b = batcher<number, number>({ run: () => Promise.reject(new Error("no")) }, { maxBatchSize: 2 }, {
-    onGroup: (size) => groups.push(size),
+Deno.test("batcher: onBatch is reported for failed batches too, and a failing observer strands no caller", async () => {
+  const sizes: number[] = [];
+  const failing = batcher<number, number>(() => Promise.reject(new Error("no")), { maxBatchSize: 2 }, {
+    onBatch: (size) => sizes.push(size),
   });
-  await Promise.allSettled([1, 2].map((x) => b.submit(x)));
-  assert.deepEqual(groups, [2]);
+  await Promise.allSettled([1, 2].map((x) => failing.submit(x)));
+  assert.deepEqual(sizes, [2]);
+  const b = batcher<number, number>((items) => Promise.resolve(items), { maxBatchSize: 2 }, {
+    onBatch: () => {
+      throw new Error("metrics broke");
+    },
+  });
+  assert.deepEqual(await Promise.all([1, 2, 3].map((x) => b.submit(x))), [1, 2, 3]);
+  await b.close();
+  assert.equal(b.inFlight, 0);
 });
 
 Deno.test("batcher: invalid options throw", () => {
-  const runner: BatchRunner<number, number> = { run: (items) => Promise.resolve(items) };
+  const runner: BatchRunner<number, number> = (items) => Promise.resolve(items);
   const good: BatcherOptions = { maxBatchSize: 4, maxWaitMs: 5, maxQueue: 10 };
   const bad: [Partial<BatcherOptions>, RegExp][] = [
     [{ maxBatchSize: 0 }, /maxBatchSize/],

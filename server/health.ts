@@ -43,7 +43,6 @@ export function healthReporter(source: HealthSource): () => Health {
       batching: {
         max_batch_size: options.maxBatchSize,
         max_wait_ms: options.maxWaitMs,
-        call_overhead_tokens: options.callOverheadTokens,
         queued: predictor.batcher.queued,
         in_flight: predictor.batcher.inFlight,
       },

@@ -128,17 +128,12 @@ export class ServerMetrics {
   );
   readonly batchSize = new Histogram(
     "distrinews_batch_size",
-    "Texts per collected batch.",
-    [1, 2, 4, 8, 16, 32, 64, 128, 256],
-  );
-  readonly groupSize = new Histogram(
-    "distrinews_forward_batch_size",
-    "Texts per forward pass (a batch is cut into length groups).",
+    "Texts per forward pass (dynamic batching).",
     [1, 2, 4, 8, 16, 32, 64, 128, 256],
   );
   readonly forwardSeconds = new Histogram(
     "distrinews_forward_duration_seconds",
-    "Time of one forward pass.",
+    "Time of one batch's forward pass.",
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
   );
   readonly texts = new Counter("distrinews_predictions_total", "Texts classified.");
@@ -155,7 +150,6 @@ export class ServerMetrics {
       this.requests,
       this.latency,
       this.batchSize,
-      this.groupSize,
       this.forwardSeconds,
       this.texts,
       ...this.#gauges,

@@ -340,8 +340,6 @@ Deno.test("metrics: ServerMetrics renders a complete, valid exposition", () => {
   m.latency.observe(0.2, { route: "/predict" });
   m.latency.observe(0.001, { route: "unmatched" });
   m.batchSize.observe(3);
-  m.groupSize.observe(1);
-  m.groupSize.observe(2);
   m.forwardSeconds.observe(0.04);
   m.forwardSeconds.observe(7); // beyond the last finite bucket: only in +Inf
   m.texts.inc({}, 3);
@@ -356,7 +354,6 @@ Deno.test("metrics: ServerMetrics renders a complete, valid exposition", () => {
       ["distrinews_http_requests_total", "counter"],
       ["distrinews_http_request_duration_seconds", "histogram"],
       ["distrinews_batch_size", "histogram"],
-      ["distrinews_forward_batch_size", "histogram"],
       ["distrinews_forward_duration_seconds", "histogram"],
       ["distrinews_predictions_total", "counter"],
       ["distrinews_queue_depth", "gauge"],
@@ -390,6 +387,6 @@ Deno.test("metrics: ServerMetrics renders a complete, valid exposition", () => {
 Deno.test("metrics: a fresh ServerMetrics renders valid text with no samples", () => {
   const text = new ServerMetrics().render();
   const families = parseExposition(text);
-  assert.equal(families.size, 6);
+  assert.equal(families.size, 5);
   for (const family of families.values()) assert.deepEqual(family.samples, []);
 });

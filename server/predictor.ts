@@ -1,13 +1,14 @@
 /**
  * The model as the server sees it: text → token ids on the event loop, ids → prediction through the
- * dynamic batcher, each batch cut into length groups and run on a libtorch worker thread (nonblocking FFI),
- * so the event loop keeps accepting and parsing requests while the model computes.
+ * dynamic batcher, each batch run on a libtorch worker thread (nonblocking FFI), so the event loop keeps
+ * accepting and parsing requests while the model computes. Padding costs nothing here: the native
+ * inference path runs its matrix products on the real tokens only (see Packing in ffi/shim/distilbert.h),
+ * so a batch of texts of very different lengths is as cheap as their total length.
  * @module
  */
 
 import type { TextClassifier, TopicPrediction } from "../inference.ts";
 import { type BatchObserver, DynamicBatcher } from "./batcher.ts";
-import { planLengthGroups } from "./length_groups.ts";
 
 /** Batching settings of a {@link BatchedPredictor}. */
 export interface PredictorOptions {
@@ -19,8 +20,6 @@ export interface PredictorOptions {
   maxQueue: number;
   /** Tokens per text, [CLS] and [SEP] included; longer texts are truncated. */
   maxLength: number;
-  /** Fixed cost of a forward call in padded tokens; measure it with {@link measureCallOverhead}. */
-  callOverheadTokens: number;
 }
 
 /** A classifier behind a dynamic batcher. */
@@ -32,18 +31,7 @@ export class BatchedPredictor {
     readonly options: PredictorOptions,
     observer: BatchObserver = {},
   ) {
-    this.batcher = new DynamicBatcher<readonly number[], TopicPrediction>(
-      {
-        plan: (items) =>
-          planLengthGroups(items.map((ids) => ids.length), {
-            callOverheadTokens: options.callOverheadTokens,
-            maxGroupSize: options.maxBatchSize,
-          }),
-        run: (items) => classifier.classifyIdsAsync(items),
-      },
-      options,
-      observer,
-    );
+    this.batcher = new DynamicBatcher((items) => classifier.classifyIdsAsync(items), options, observer);
   }
 
   /** Class names by label id. */
@@ -65,32 +53,4 @@ export class BatchedPredictor {
   close(): Promise<void> {
     return this.batcher.close();
   }
-}
-
-/**
- * Measures what one forward call costs beyond its tokens, in token equivalents, by timing a single short
- * text and a batch of them (best of `repeats`, after a warm-up call that also pays libtorch's one-time
- * set-up). On a CPU the fixed part is large (every call streams all weights through memory); on a GPU it is
- * kernel launches. Clamped to [8, 4096] so a noisy measurement cannot make grouping absurd.
- */
-export async function measureCallOverhead(
-  classifier: TextClassifier,
-  options: { tokens?: number; batch?: number; repeats?: number } = {},
-): Promise<{ callOverheadTokens: number; singleMs: number; batchMs: number }> {
-  const { tokens = 64, batch = 8, repeats = 3 } = options;
-  const ids = Array.from({ length: tokens }, (_, i) => (i === 0 ? 101 : i === tokens - 1 ? 102 : 1000 + i));
-  const time = async (n: number) => {
-    let best = Infinity;
-    for (let r = 0; r < repeats; r++) {
-      const t0 = performance.now();
-      await classifier.classifyIdsAsync(Array(n).fill(ids));
-      best = Math.min(best, performance.now() - t0);
-    }
-    return best;
-  };
-  await classifier.classifyIdsAsync([ids]);
-  const singleMs = await time(1), batchMs = await time(batch);
-  const perToken = Math.max((batchMs - singleMs) / ((batch - 1) * tokens), 1e-9);
-  const overhead = (singleMs - perToken * tokens) / perToken;
-  return { callOverheadTokens: Math.min(4096, Math.max(8, Math.round(overhead))), singleMs, batchMs };
 }

@@ -107,7 +107,6 @@ export const healthSchema = z.object({
   batching: z.object({
     max_batch_size: z.int(),
     max_wait_ms: z.number(),
-    call_overhead_tokens: z.number(),
     queued: z.int(),
     in_flight: z.int(),
   }),

@@ -54,13 +54,11 @@ export async function serverFixture(options: Partial<PredictorOptions> = {}): Pr
     maxWaitMs: 5,
     maxQueue: 1024,
     maxLength: 64,
-    callOverheadTokens: 64,
     ...options,
   };
   const predictor = new BatchedPredictor(classifier, predictorOptions, {
-    onBatch: (size) => metrics.batchSize.observe(size),
-    onGroup: (size, ms) => {
-      metrics.groupSize.observe(size);
+    onBatch: (size, ms) => {
+      metrics.batchSize.observe(size);
       metrics.forwardSeconds.observe(ms / 1000);
     },
   });

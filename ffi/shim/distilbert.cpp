@@ -33,6 +33,32 @@ torch::Tensor EmbeddingsImpl::forward(const torch::Tensor& input_ids) {
   return torch::dropout(LayerNorm(x), dropout, is_training());
 }
 
+Packing Packing::from_mask(const torch::Tensor& attention_mask) {
+  Packing p;
+  p.batch = attention_mask.size(0);
+  p.seq = attention_mask.size(1);
+  p.index = attention_mask.reshape({-1}).nonzero().squeeze(1);
+  // No padding at all: no mask, so attention takes the kernels' unmasked path.
+  if (!attention_mask.all().item<bool>()) p.attend = attention_mask.view({p.batch, 1, 1, p.seq});
+  return p;
+}
+
+torch::Tensor Packing::pad(const torch::Tensor& packed) const {
+  auto padded = packed.new_zeros({batch * seq, packed.size(1)});
+  return padded.index_copy_(0, index, packed).view({batch, seq, packed.size(1)});
+}
+
+torch::Tensor Packing::unpad(const torch::Tensor& padded) const {
+  return padded.reshape({batch * seq, padded.size(-1)}).index_select(0, index);
+}
+
+torch::Tensor EmbeddingsImpl::forward_packed(const torch::Tensor& input_ids, const Packing& p) {
+  // Position ids are the tokens' places in their own sequences, exactly as in the padded layout.
+  auto positions = torch::remainder(p.index, p.seq);
+  auto x = word_embeddings(input_ids.reshape({-1}).index_select(0, p.index)) + position_embeddings(positions);
+  return LayerNorm(x);
+}
+
 MultiHeadSelfAttentionImpl::MultiHeadSelfAttentionImpl(const dn_config& c)
     : n_heads(c.n_heads), attention_dropout(c.attention_dropout) {
   q_lin = register_module("q_lin", nn::Linear(c.dim, c.dim));
@@ -41,20 +67,41 @@ MultiHeadSelfAttentionImpl::MultiHeadSelfAttentionImpl(const dn_config& c)
   out_lin = register_module("out_lin", nn::Linear(c.dim, c.dim));
 }
 
-torch::Tensor MultiHeadSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& attend) {
-  const auto batch = x.size(0), seq = x.size(1), dim = x.size(2);
+torch::Tensor MultiHeadSelfAttentionImpl::attend_heads(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                                       const torch::Tensor& attend) {
+  // [B, S, D] -> [B, H, S, D/H]; the queries may be fewer than the keys (one per sequence in forward_rows).
+  const auto batch = k.size(0), dim = k.size(2), queries = q.size(1);
   const auto head_dim = dim / n_heads;
-  // [B, S, D] -> [B, H, S, D/H]
-  auto heads = [&](const torch::Tensor& t) { return t.view({batch, seq, n_heads, head_dim}).transpose(1, 2); };
-  auto q = heads(q_lin(x)), k = heads(k_lin(x)), v = heads(v_lin(x));
+  auto heads = [&](const torch::Tensor& t) {
+    return t.view({batch, t.size(1), n_heads, head_dim}).transpose(1, 2);
+  };
   // One fused kernel for softmax(q k^T / sqrt(d) + mask) v, dropout included: PyTorch picks the flash or
   // memory-efficient kernel on GPUs and a fused CPU kernel otherwise. Scale 1/sqrt(head_dim) as HF's.
   // An undefined mask means "attend everywhere" (no padding in the batch): the kernels' unmasked path.
   std::optional<at::Tensor> mask;
   if (attend.defined()) mask = attend;
-  auto context = at::scaled_dot_product_attention(q, k, v, mask, is_training() ? attention_dropout : 0.0,
+  auto context = at::scaled_dot_product_attention(heads(q), heads(k), heads(v), mask,
+                                                  is_training() ? attention_dropout : 0.0,
                                                   /*is_causal=*/false, 1.0 / std::sqrt(double(head_dim)));
-  return out_lin(context.transpose(1, 2).reshape({batch, seq, dim}));
+  return context.transpose(1, 2).reshape({batch, queries, dim});
+}
+
+torch::Tensor MultiHeadSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& attend) {
+  return out_lin(attend_heads(q_lin(x), k_lin(x), v_lin(x), attend));
+}
+
+torch::Tensor MultiHeadSelfAttentionImpl::forward_packed(const torch::Tensor& x, const Packing& p) {
+  // Projections on the T real tokens; q, k and v go to the padded layout together (one scatter) for the
+  // attention kernel, and only the real tokens' context comes back.
+  auto qkv = p.pad(torch::cat({q_lin(x), k_lin(x), v_lin(x)}, 1)).chunk(3, 2);
+  return out_lin(p.unpad(attend_heads(qkv[0], qkv[1], qkv[2], p.attend)));
+}
+
+torch::Tensor MultiHeadSelfAttentionImpl::forward_rows(const torch::Tensor& x, const Packing& p,
+                                                       const torch::Tensor& rows) {
+  auto kv = p.pad(torch::cat({k_lin(x), v_lin(x)}, 1)).chunk(2, 2);
+  auto q = q_lin(x.index_select(0, rows)).unsqueeze(1);  // [B, 1, D]
+  return out_lin(attend_heads(q, kv[0], kv[1], p.attend).squeeze(1));
 }
 
 FFNImpl::FFNImpl(const dn_config& c) : dropout(c.dropout) {
@@ -77,6 +124,17 @@ TransformerBlockImpl::TransformerBlockImpl(const dn_config& c) {
 torch::Tensor TransformerBlockImpl::forward(const torch::Tensor& x, const torch::Tensor& attend) {
   // Post-LayerNorm residual blocks, as in BERT.
   auto h = sa_layer_norm(attention(x, attend) + x);
+  return output_layer_norm(ffn(h) + h);
+}
+
+torch::Tensor TransformerBlockImpl::forward_packed(const torch::Tensor& x, const Packing& p) {
+  auto h = sa_layer_norm(attention->forward_packed(x, p) + x);
+  return output_layer_norm(ffn(h) + h);
+}
+
+torch::Tensor TransformerBlockImpl::forward_cls(const torch::Tensor& x, const Packing& p,
+                                                const torch::Tensor& cls_rows) {
+  auto h = sa_layer_norm(attention->forward_rows(x, p, cls_rows) + x.index_select(0, cls_rows));
   return output_layer_norm(ffn(h) + h);
 }
 
@@ -116,6 +174,23 @@ torch::Tensor DistilBertForSequenceClassificationImpl::forward(const torch::Tens
   auto pooled = distilbert(input_ids, attention_mask).select(1, 0);
   pooled = torch::relu(pre_classifier(pooled));
   return classifier(torch::dropout(pooled, seq_classif_dropout, is_training()));
+}
+
+torch::Tensor DistilBertForSequenceClassificationImpl::forward_packed(const torch::Tensor& input_ids,
+                                                                       const torch::Tensor& attention_mask) {
+  TORCH_CHECK(!is_training(), "the unpadded forward is for inference; training uses forward()");
+  const auto p = Packing::from_mask(attention_mask);
+  // The [CLS] rows: the packed tokens at position 0 of their sequence, one per row, in row order.
+  auto cls_rows = (torch::remainder(p.index, p.seq) == 0).nonzero().squeeze(1);
+  auto x = distilbert->embeddings->forward_packed(input_ids, p);
+  const auto& layers = *distilbert->transformer->layer;
+  const auto last = layers.size() - 1;
+  for (size_t i = 0; i < last; ++i) x = layers[i]->as<TransformerBlock>()->forward_packed(x, p);
+  // Only [CLS]'s final state reaches the classifier, so the last block computes nothing else: every
+  // token's keys and values, and queries, attention output, LayerNorms and FFN for [CLS] alone. Same
+  // numbers for [CLS]; about a sixth of a 6-layer model's work saved.
+  auto pooled = layers[last]->as<TransformerBlock>()->forward_cls(x, p, cls_rows);
+  return classifier(torch::relu(pre_classifier(pooled)));
 }
 
 void DistilBertForSequenceClassificationImpl::init_weights(double initializer_range, int64_t pad_token_id) {
