@@ -124,8 +124,11 @@ export class TextClassifier implements Disposable {
    * Classifies already-encoded texts (from {@link encode}) in one native call on a worker thread,
    * padded to the longest. The server's batcher uses this: it groups texts itself.
    */
-  async classifyIdsAsync(ids: readonly (readonly number[])[]): Promise<TopicPrediction[]> {
-    const prediction = await this.model.predictAsync(collate(ids));
+  async classifyIdsAsync(
+    ids: readonly (readonly number[])[],
+    options: { bf16?: boolean } = {},
+  ): Promise<TopicPrediction[]> {
+    const prediction = await this.model.predictAsync(collate(ids), options);
     return this.#results(prediction.probabilities, ids.length);
   }
 

@@ -33,6 +33,8 @@ Options:
   --max-text-chars N    longest accepted text, characters (default ${DEFAULT_LIMITS.maxTextChars})
   --max-texts N         most texts in one {"texts": [...]} request (default ${DEFAULT_LIMITS.maxTexts})
   --max-body-bytes N    largest request body (default ${DEFAULT_LIMITS.maxBodyBytes})
+  --bf16                bf16 autocast: on CPUs with AMX or AVX-512-BF16 and on GPUs, batches run
+                        several times faster; probabilities move by about 1e-2 (default: fp32)
   --threads N           libtorch intra-op threads (default: libtorch's choice)
   --drain-timeout-s N   on SIGTERM, longest wait for requests in flight (default 30)
   -h, --help            this help`;
@@ -69,6 +71,7 @@ async function main(args: string[]): Promise<void> {
     "max-texts": { type: "string" },
     "max-body-bytes": { type: "string" },
     threads: { type: "string" },
+    bf16: { type: "boolean", default: false },
     "drain-timeout-s": { type: "string" },
     help: { type: "boolean", short: "h" },
   });
@@ -102,9 +105,9 @@ async function main(args: string[]): Promise<void> {
   const device = deviceIndex < 0 ? "cpu" : `cuda:${deviceIndex}`;
   log(
     `loaded ${files.weightsPath} (sha256 ${weightsSha256.slice(0, 12)}…, ${(parameters / 1e6).toFixed(1)}M ` +
-      `parameters, labels ${classifier.labels.join(", ")}) on ${device} in ${
-        ((performance.now() - started) / 1000).toFixed(1)
-      } s`,
+      `parameters, labels ${classifier.labels.join(", ")}) on ${device} (${
+        values.bf16 ? "bf16" : "fp32"
+      }) in ${((performance.now() - started) / 1000).toFixed(1)} s`,
   );
   log(
     classifier.bundledTokenizer
@@ -117,6 +120,7 @@ async function main(args: string[]): Promise<void> {
     maxWaitMs,
     maxQueue,
     maxLength,
+    bf16: values.bf16,
   }, {
     onBatch: (size, ms) => {
       metrics.batchSize.observe(size);

@@ -2,7 +2,10 @@
 would write it (one worker, default torch threads, one forward pass per request). `deno task bench:serve`
 measures it against serve.ts.
 
-    .venv/bin/python benchmarks/serve_fastapi.py --checkpoint DIR [--host H] [--port P] [--vocab FILE]
+    .venv/bin/python benchmarks/serve_fastapi.py --checkpoint DIR [--host H] [--port P] [--vocab FILE] [--bf16]
+
+--bf16 wraps the forward pass in torch.autocast(bfloat16), the one-line change a user who knows about it
+would make, so that DistriNews' --bf16 is compared with its like.
 """
 
 import argparse
@@ -22,7 +25,7 @@ class PredictRequest(BaseModel):
     text: str
 
 
-def create_app(checkpoint: Path, vocab: Path) -> FastAPI:
+def create_app(checkpoint: Path, vocab: Path, bf16: bool = False) -> FastAPI:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = DistilBertForSequenceClassification.from_pretrained(checkpoint).to(device).eval()
     # transformers 5 ignores `vocab_file=`; the vocabulary has to be passed in as a dict.
@@ -38,12 +41,12 @@ def create_app(checkpoint: Path, vocab: Path) -> FastAPI:
     @app.post("/predict")
     def predict(request: PredictRequest):
         enc = tokenizer(request.text, truncation=True, max_length=128, return_tensors="pt")
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
             # DistilBERT takes no token_type_ids, so only these two go in.
             logits = model(
                 input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
             ).logits
-        probs = logits.softmax(dim=-1)[0].tolist()
+        probs = logits.float().softmax(dim=-1)[0].tolist()
         best = max(range(len(probs)), key=probs.__getitem__)
         return {
             "label": labels[best],
@@ -61,8 +64,9 @@ if __name__ == "__main__":
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--vocab", type=Path, help="default: checkpoint/vocab.txt or the bundled one")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward pass")
     args = parser.parse_args()
     own_vocab = args.checkpoint / "vocab.txt"
     vocab = args.vocab or (own_vocab if own_vocab.exists() else BUNDLED_VOCAB)
     # No access log: a line per request written to a pipe is not what the benchmark compares.
-    uvicorn.run(create_app(args.checkpoint, vocab), host=args.host, port=args.port, access_log=False)
+    uvicorn.run(create_app(args.checkpoint, vocab, args.bf16), host=args.host, port=args.port, access_log=False)

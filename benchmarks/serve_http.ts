@@ -45,7 +45,7 @@ interface ServerSpec {
   command(checkpoint: string, port: number): string[];
 }
 
-const SERVERS: Record<string, ServerSpec> = {
+const SERVERS_FP32: Record<string, ServerSpec> = {
   batched: {
     title: "DistriNews, batching (max-batch 64, max-wait 5 ms)",
     command: (dir, port) => [
@@ -68,6 +68,20 @@ const SERVERS: Record<string, ServerSpec> = {
       venvPython(),
       ...["benchmarks/serve_fastapi.py", "--checkpoint", dir, "--host", HOST, "--port", String(port)],
     ],
+  },
+};
+
+const SERVERS: Record<string, ServerSpec> = {
+  ...SERVERS_FP32,
+  // The same two designs in bf16 (autocast on both sides): a different precision, so never compared with
+  // the fp32 rows as if it were the same job.
+  "batched-bf16": {
+    title: "DistriNews, batching, --bf16",
+    command: (dir, port) => [...SERVERS_FP32.batched.command(dir, port), "--bf16"],
+  },
+  "fastapi-bf16": {
+    title: "FastAPI + uvicorn + PyTorch, torch.autocast(bfloat16)",
+    command: (dir, port) => [...SERVERS_FP32.fastapi.command(dir, port), "--bf16"],
   },
 };
 
@@ -272,7 +286,7 @@ async function main() {
   const { values } = parseFlags(Deno.args, {
     checkpoint: { type: "string" },
     data: { type: "string" },
-    servers: { type: "string", default: "batched,unbatched,fastapi" },
+    servers: { type: "string", default: "batched,unbatched,fastapi,batched-bf16,fastapi-bf16" },
     concurrency: { type: "string", default: "1,16,64" },
     "duration-s": { type: "string" },
     "warmup-s": { type: "string" },
@@ -455,6 +469,7 @@ async function main() {
   const pairs: [string, string, string][] = [
     ["batched", "fastapi", "DistriNews batched / FastAPI"],
     ["batched", "unbatched", "batching on / off"],
+    ["batched-bf16", "fastapi-bf16", "both bf16: DistriNews batched / FastAPI"],
   ];
   const ratioRows = pairs.flatMap(([a, b, what]) =>
     concurrencies.flatMap((c) => {

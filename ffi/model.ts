@@ -35,7 +35,7 @@ export interface StepOptions {
   lossScale?: number;
   /** Apply the optimizer after backward (false: only accumulate gradients). Default true. */
   apply?: boolean;
-  /** bf16 autocast (CUDA only). */
+  /** bf16 autocast (CUDA only for training). */
   bf16?: boolean;
 }
 
@@ -551,7 +551,11 @@ export class DistilBertClassifier implements Disposable {
     return { args, out };
   }
 
-  /** Logits and softmax probabilities in eval mode (no dropout, no autograd). Blocks this thread. */
+  /**
+   * Logits and softmax probabilities in eval mode (no dropout, no autograd). Blocks this thread. `bf16`
+   * runs the forward pass under bf16 autocast, on CUDA or on the CPU (fast where the CPU has AMX or
+   * AVX-512-BF16).
+   */
   predict(batch: Batch, options: { bf16?: boolean } = {}): Prediction {
     const { args, out } = this.#predictArgs(batch, options.bf16 ?? false);
     this.#check("dn_predict", native().dn_predict(...args));

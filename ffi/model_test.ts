@@ -52,6 +52,22 @@ Deno.test("parity with transformers when a row's position 0 is padding (the padd
   await parityCase(config, batch, 1e-5);
 });
 
+Deno.test("bf16 inference on the CPU stays within bf16 rounding of fp32, padded or not", async () => {
+  // bf16 keeps 8 bits of mantissa: logits move by ~1e-2 of their size, not more. A wide initialisation
+  // gives logits of order 1, so a broken cast (or none at all) would show as a large or a zero difference.
+  const config = tinyConfig({ initializer_range: 0.3 });
+  using model = await DistilBertClassifier.create(config, { device: "cpu", seed: 5 });
+  for (const batch of [makeBatch(config, 6, 20, 3), makeBatch(config, 1, 9, 4)]) {
+    const fp32 = model.predict(batch), bf16 = model.predict(batch, { bf16: true });
+    const scale = Math.max(...fp32.logits.map(Math.abs));
+    let diff = 0;
+    fp32.logits.forEach((x, i) => diff = Math.max(diff, Math.abs(x - bf16.logits[i])));
+    assert.ok(scale > 0.1, `logits too small to compare: ${scale}`);
+    assert.ok(diff > 0, "bf16 gave bit-identical logits: autocast did not run");
+    assert.ok(diff < 0.05 * scale, `bf16 logits differ by ${diff} (fp32 scale ${scale})`);
+  }
+});
+
 Deno.test("parity with transformers on a batch without padding (the unmasked attention path)", async () => {
   const config = tinyConfig();
   const batch = makeBatch(config, 3, 12, 21);
@@ -217,7 +233,10 @@ Deno.test("bad input raises a clear Error and the process keeps working", async 
   );
   expectError(() => model.predict({ ...good, attentionMask: new Uint8Array(16) }), /at least one unmasked/);
   expectError(() => model.predict({ ...good, batchSize: 0 }), /positive integers/);
-  expectError(() => model.predict(good, { bf16: true }), /bf16 autocast is only supported on CUDA/);
+  expectError(
+    () => model.trainStep(good, { lr: 1e-3, bf16: true }),
+    /bf16 autocast for training is only supported on CUDA/,
+  );
   expectError(() => model.trainStep(good, { lr: -1 }), /learning rate must be >= 0/);
   expectError(() => model.configureOptimizer({ beta1: 1 }), /betas must be in \[0, 1\)/);
   // Errors raised in C++ arrive as NativeError with the libtorch-side message, no backtrace.

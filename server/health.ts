@@ -32,6 +32,7 @@ export function healthReporter(source: HealthSource): () => Health {
       ready: !draining,
       model_loaded: true,
       device: source.device,
+      precision: options.bf16 ? "bf16" : "fp32",
       labels: [...classifier.labels],
       checkpoint: {
         path: classifier.files.dir,

@@ -20,6 +20,8 @@ export interface PredictorOptions {
   maxQueue: number;
   /** Tokens per text, [CLS] and [SEP] included; longer texts are truncated. */
   maxLength: number;
+  /** bf16 autocast for the forward passes (default fp32). */
+  bf16?: boolean;
 }
 
 /** A classifier behind a dynamic batcher. */
@@ -31,7 +33,12 @@ export class BatchedPredictor {
     readonly options: PredictorOptions,
     observer: BatchObserver = {},
   ) {
-    this.batcher = new DynamicBatcher((items) => classifier.classifyIdsAsync(items), options, observer);
+    const bf16 = options.bf16 ?? false;
+    this.batcher = new DynamicBatcher(
+      (items) => classifier.classifyIdsAsync(items, { bf16 }),
+      options,
+      observer,
+    );
   }
 
   /** Class names by label id. */

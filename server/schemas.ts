@@ -96,6 +96,7 @@ export const healthSchema = z.object({
   ready: z.boolean(),
   model_loaded: z.boolean(),
   device: z.string(),
+  precision: z.enum(["fp32", "bf16"]),
   labels: z.array(z.string()),
   checkpoint: z.object({
     path: z.string(),

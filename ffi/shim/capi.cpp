@@ -79,26 +79,30 @@ std::pair<torch::Tensor, torch::Tensor> load_inputs(const dn_model& m, const int
   return {ids_cpu.to(m.device, torch::kLong), no_padding ? torch::Tensor() : mask_cpu.to(m.device, torch::kBool)};
 }
 
-// bf16 autocast for the duration of a forward pass. Autocast state is thread-local, and nonblocking FFI
-// calls run on Deno's worker threads, so it is switched on and off inside every call that wants it.
+// bf16 autocast for the duration of a forward pass, on the model's device type (CUDA, or CPU for
+// inference, where oneDNN runs bf16 matrix products on AMX/AVX-512-BF16 units). Autocast state is
+// thread-local, and nonblocking FFI calls run on Deno's worker threads, so it is switched on and off inside
+// every call that wants it.
 struct AutocastScope {
   bool active;
-  explicit AutocastScope(bool enable) : active(enable) {
+  c10::DeviceType type;
+  AutocastScope(bool enable, c10::DeviceType device_type) : active(enable), type(device_type) {
     if (!active) return;
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(type, at::kBFloat16);
+    at::autocast::set_autocast_enabled(type, true);
     at::autocast::increment_nesting();
   }
   ~AutocastScope() {
     if (!active) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
+    at::autocast::set_autocast_enabled(type, false);
   }
 };
 
-bool use_bf16(const dn_model& m, int32_t flags) {
+// Training in bf16 is a CUDA feature here; inference may also use it on a CPU.
+bool use_bf16(const dn_model& m, int32_t flags, bool inference = false) {
   if (!(flags & DN_BF16)) return false;
-  require(m.device.is_cuda(), "bf16 autocast is only supported on CUDA devices");
+  require(m.device.is_cuda() || inference, "bf16 autocast for training is only supported on CUDA devices");
   return true;
 }
 
@@ -431,7 +435,7 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
     m.net->train();
     torch::Tensor logits;
     {
-      AutocastScope autocast(use_bf16(m, flags));
+      AutocastScope autocast(use_bf16(m, flags), m.device.type());
       logits = m.net->forward(ids, mask);
     }
     // ...and after it: arm the Reducer's autograd hooks, which all-reduce each bucket as soon as all of its
@@ -479,7 +483,7 @@ int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* att
     m.net->eval();
     torch::Tensor out;
     {
-      AutocastScope autocast(use_bf16(m, flags));
+      AutocastScope autocast(use_bf16(m, flags, /*inference=*/true), m.device.type());
       // The unpadded path skips the [PAD] positions' compute and the last layer's non-[CLS] work. It
       // needs each row's [CLS] (position 0) to be a real token, which any tokenizer's output has.
       const auto real = mask.defined() ? mask : torch::ones_like(ids, torch::kBool);
