@@ -2,7 +2,7 @@
  * Dynamic batching: requests that arrive close together share one forward pass. One batch runs at a time:
  * the model is one resource, and queueing here (rather than in the native mutex) is what lets the next
  * batch grow while the current one computes. When the model is free, waiting items go at once if they fill
- * a batch (`maxBatchSize`), and at the end of the current event-loop turn if requests are arriving sparsely
+ * a batch (`maxBatchSize`), and as soon as the submitting code is done if requests are arriving sparsely
  * (the last two arrived more than `maxWaitMs` apart: a lone client gains nothing from waiting for company
  * that will not come). Otherwise they wait until the oldest has waited `maxWaitMs`, for the batch to fill.
  * @module
@@ -53,7 +53,7 @@ export class DynamicBatcher<I, O> {
   #queue: Job<I, O>[] = [];
   #running = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
-  #timerDue = 0;
+  #flushQueued = false;
   #closed = false;
   #idle: (() => void)[] = [];
   #inFlight = 0;
@@ -123,17 +123,27 @@ export class DynamicBatcher<I, O> {
       void this.#runBatch();
       return;
     }
-    // Sparse arrivals: wait only for this turn of the event loop to end, so that items submitted together
-    // (the texts of one request) still share a batch. Dense arrivals: wait for the batch to fill, up to the
-    // oldest item's maxWaitMs.
-    const due = now + (this.#lastGapMs > maxWaitMs ? 0 : maxWaitMs - waited);
-    if (this.#timer !== undefined && this.#timerDue <= due) return;
-    this.#clearTimer();
-    this.#timerDue = due;
+    if (this.#lastGapMs > maxWaitMs) {
+      // Sparse arrivals: wait only until the code that submitted this item has finished (a microtask, not
+      // a timer: no clamping, no trip through the event loop), so that items submitted together, the
+      // texts of one request, still share a batch.
+      this.#clearTimer();
+      if (!this.#flushQueued) {
+        this.#flushQueued = true;
+        queueMicrotask(() => {
+          this.#flushQueued = false;
+          if (!this.#running && this.#queue.length > 0) void this.#runBatch();
+        });
+      }
+      return;
+    }
+    // Dense arrivals: wait for the batch to fill, up to the oldest item's maxWaitMs; unless a flush is
+    // already due, which will take this item too.
+    if (this.#flushQueued || this.#timer !== undefined) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       if (!this.#running && this.#queue.length > 0) void this.#runBatch();
-    }, due - now);
+    }, maxWaitMs - waited);
   }
 
   /** Observers are metrics: their failure must never strand the callers of a batch. */
@@ -152,6 +162,7 @@ export class DynamicBatcher<I, O> {
 
   async #runBatch(): Promise<void> {
     this.#running = true;
+    this.#clearTimer(); // whatever it was waiting for is in this batch; #schedule re-arms afterwards
     const jobs = this.#queue.splice(0, this.options.maxBatchSize);
     const started = performance.now();
     try {

@@ -48,8 +48,12 @@ function track<T>(promise: Promise<T>) {
 
 Deno.test("batcher: items submitted in the same tick coalesce into one batch", async () => {
   const { runner, runs } = recorder((x: number) => x * 10);
-  const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 20 });
+  // A long window: coalescing must come from submitting together, not from a timer that happens to fire
+  // after all five are in.
+  const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 10_000 });
+  const started = performance.now();
   const outputs = await Promise.all([1, 2, 3, 4, 5].map((x) => b.submit(x)));
+  assert.ok(performance.now() - started < 5_000, "ran without waiting out the window");
   assert.deepEqual(outputs, [10, 20, 30, 40, 50]);
   // One run call with all five, in submission order.
   assert.deepEqual(runs, [[1, 2, 3, 4, 5]]);
