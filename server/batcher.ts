@@ -1,10 +1,14 @@
 /**
  * Dynamic batching: requests that arrive close together share one forward pass. One batch runs at a time:
  * the model is one resource, and queueing here (rather than in the native mutex) is what lets the next
- * batch grow while the current one computes. When the model is free, waiting items go at once if they fill
- * a batch (`maxBatchSize`), and as soon as the submitting code is done if requests are arriving sparsely
- * (the last two arrived more than `maxWaitMs` apart: a lone client gains nothing from waiting for company
- * that will not come). Otherwise they wait until the oldest has waited `maxWaitMs`, for the batch to fill.
+ * batch grow while the current one computes.
+ *
+ * When to start a batch. A full one (`maxBatchSize`) goes at once. A lone client (the last batch held one
+ * item and nothing arrived while it ran) gains nothing from waiting for company that will not come: its
+ * item goes as soon as the submitting code is done, so the texts of one request still share a batch.
+ * Otherwise clients are competing, and a batch waits up to `maxWaitMs` for company, counted from when the
+ * model became free (or from the oldest item's arrival, if later): clients answered by the last batch are
+ * typically about to send their next request, and catching them keeps batches full.
  * @module
  */
 
@@ -57,8 +61,8 @@ export class DynamicBatcher<I, O> {
   #closed = false;
   #idle: (() => void)[] = [];
   #inFlight = 0;
-  #lastArrival = -Infinity;
-  #lastGapMs = Infinity;
+  #loneClient = true;
+  #freeSince = -Infinity;
 
   constructor(
     private readonly runner: BatchRunner<I, O>,
@@ -92,9 +96,6 @@ export class DynamicBatcher<I, O> {
       return Promise.reject(new QueueFullError(this.options.maxQueue));
     }
     this.#inFlight++;
-    const now = performance.now();
-    this.#lastGapMs = now - this.#lastArrival;
-    this.#lastArrival = now;
     const done = new Promise<O>((resolve, reject) => {
       this.#queue.push({ item, enqueuedAt: performance.now(), resolve, reject });
     });
@@ -115,18 +116,15 @@ export class DynamicBatcher<I, O> {
   #schedule(): void {
     if (this.#running || this.#queue.length === 0) return;
     const { maxBatchSize, maxWaitMs } = this.options;
-    const now = performance.now();
-    const waited = now - this.#queue[0].enqueuedAt;
     // Closing: nothing more will arrive, so waiting for company only delays the answers.
-    if (this.#queue.length >= maxBatchSize || waited >= maxWaitMs || this.#closed) {
+    if (this.#queue.length >= maxBatchSize || this.#closed) {
       this.#clearTimer();
       void this.#runBatch();
       return;
     }
-    if (this.#lastGapMs > maxWaitMs) {
-      // Sparse arrivals: wait only until the code that submitted this item has finished (a microtask, not
-      // a timer: no clamping, no trip through the event loop), so that items submitted together, the
-      // texts of one request, still share a batch.
+    if (this.#loneClient) {
+      // A microtask, not a timer: it runs as soon as the submitting code is done, with no clamping and
+      // no trip through the event loop.
       this.#clearTimer();
       if (!this.#flushQueued) {
         this.#flushQueued = true;
@@ -137,13 +135,20 @@ export class DynamicBatcher<I, O> {
       }
       return;
     }
-    // Dense arrivals: wait for the batch to fill, up to the oldest item's maxWaitMs; unless a flush is
-    // already due, which will take this item too.
+    const now = performance.now();
+    const due = Math.max(this.#queue[0].enqueuedAt, this.#freeSince) + maxWaitMs;
+    if (now >= due) {
+      this.#clearTimer();
+      void this.#runBatch();
+      return;
+    }
+    // Wait for company; unless a flush is already due, which will take this item too. (The first
+    // setTimeout of a process can run pending microtasks, so the order of the two is not guaranteed.)
     if (this.#flushQueued || this.#timer !== undefined) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       if (!this.#running && this.#queue.length > 0) void this.#runBatch();
-    }, maxWaitMs - waited);
+    }, due - now);
   }
 
   /** Observers are metrics: their failure must never strand the callers of a batch. */
@@ -175,6 +180,8 @@ export class DynamicBatcher<I, O> {
       jobs.forEach((job) => job.reject(err));
     } finally {
       this.#observe(() => this.observer.onBatch?.(jobs.length, performance.now() - started));
+      this.#loneClient = jobs.length === 1 && this.#queue.length === 0;
+      this.#freeSince = performance.now();
       this.#running = false;
       this.#schedule();
     }

@@ -386,10 +386,31 @@ Deno.test("batcher: invalid options throw", () => {
 Deno.test("batcher: maxWaitMs 0 runs each item as soon as it arrives", async () => {
   const { runner, runs } = recorder((x: number) => x, { delayMs: 5 });
   const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 0 });
-  const first = b.submit(1); // runs at once (synchronously): the oldest has waited >= 0 ms
+  const first = b.submit(1); // a lone client: runs as soon as this code yields (a microtask, no timer)
+  assert.deepEqual(runs, []);
+  await null;
   assert.deepEqual(runs, [[1]]);
   const rest = [2, 3].map((x) => b.submit(x)); // queue behind the running batch, then go together
   assert.equal(b.queued, 2);
   assert.deepEqual(await Promise.all([first, ...rest]), [1, 2, 3]);
   assert.deepEqual(runs, [[1], [2, 3]]);
+});
+
+Deno.test("batcher: two closed-loop clients end up sharing every batch", async () => {
+  // Each client sends its next item as soon as the last is answered. Run one after the other, they would
+  // alternate forever (each arriving while the other's batch runs); waiting for company once the model is
+  // free lets the answered client catch up, and from then on they travel together.
+  const { runner, runs } = recorder((x: number) => x, { delayMs: 10 });
+  const b = batcher(runner, { maxBatchSize: 8, maxWaitMs: 50 });
+  const client = async (id: number) => {
+    await sleep(id * 3); // staggered start
+    for (let i = 0; i < 6; i++) await b.submit(id * 100 + i);
+  };
+  await Promise.all([client(0), client(1)]);
+  // Client 0 starts alone; once client 1 has caught up they share every batch; client 0 finishes one item
+  // ahead, so client 1's last item goes alone.
+  // (On an idle machine exactly [1, 2, 2, 2, 2, 2, 1]; the bound leaves room for a loaded CI runner.)
+  const sizes = runs.map((r) => r.length);
+  assert.equal(sizes.reduce((a, n) => a + n, 0), 12);
+  assert.ok(sizes.filter((n) => n === 2).length >= 4, `batch sizes ${sizes}`);
 });
