@@ -27,16 +27,19 @@ Options:
   --port N              port (default $PORT, else 7860, the Hugging Face Spaces port)
   --device DEV          auto | cpu | cuda | cuda:N (default auto: CUDA when available)
   --max-batch N         most texts per batch; 1 turns dynamic batching off (default 64)
-  --max-wait-ms MS      longest a request waits for a batch to fill (default 5)
-  --max-queue N         texts waiting before requests get 503 (default 1024)
-  --max-length N        tokens per text, longer texts are truncated (default 128)
+  --max-wait-ms MS      longest a batch waits for company once the model is free (default 5)
+  --max-queue N         texts waiting before requests get 503; at least --max-texts (default 1024)
+  --max-length N        tokens per text, longer texts are truncated (default 128, at most the
+                        model's max_position_embeddings)
   --max-text-chars N    longest accepted text, characters (default ${DEFAULT_LIMITS.maxTextChars})
   --max-texts N         most texts in one {"texts": [...]} request (default ${DEFAULT_LIMITS.maxTexts})
   --max-body-bytes N    largest request body (default ${DEFAULT_LIMITS.maxBodyBytes})
   --bf16                bf16 autocast: on CPUs with AMX or AVX-512-BF16 and on GPUs, batches run
-                        several times faster; probabilities move by about 1e-2 (default: fp32)
+                        faster (2.5x in process on a 2-vCPU Xeon); probabilities move slightly
+                        (up to 5e-4 in the benchmark's check) (default: fp32)
   --threads N           libtorch intra-op threads (default: libtorch's choice)
-  --drain-timeout-s N   on SIGTERM, longest wait for requests in flight (default 30)
+  --drain-timeout-s N   on SIGTERM, longest wait for requests in flight (default 30); a second
+                        signal exits at once
   -h, --help            this help`;
 
 function log(message: string): void {
@@ -77,9 +80,10 @@ async function main(args: string[]): Promise<void> {
   });
   if (values.help) return console.log(USAGE);
   if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-  const portText = values.port ?? Deno.env.get("PORT");
-  const port = portText === undefined ? 7860 : Number(portText);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+  // An empty PORT counts as unset; anything else must be a decimal port number.
+  const portText = values.port ?? (Deno.env.get("PORT") || undefined);
+  const port = portText === undefined ? 7860 : /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
+  if (!(port >= 0 && port <= 65535)) {
     throw new UsageError(`the port must be an integer in 0..65535, got "${portText}"`);
   }
   const limits: RequestLimits = {
@@ -91,6 +95,14 @@ async function main(args: string[]): Promise<void> {
   const maxWaitMs = nonNegativeNumber("max-wait-ms", values["max-wait-ms"], 5);
   const maxQueue = positiveInt("max-queue", values["max-queue"], 1024);
   const maxLength = positiveInt("max-length", values["max-length"], 128);
+  if (maxLength < 3) {
+    throw new UsageError(`--max-length must be at least 3 ([CLS], one token, [SEP]), got ${maxLength}`);
+  }
+  if (maxQueue < limits.maxTexts) {
+    throw new UsageError(
+      `--max-queue (${maxQueue}) must be at least --max-texts (${limits.maxTexts}), or a full request could never be queued`,
+    );
+  }
   const drainTimeoutMs = 1000 * nonNegativeNumber("drain-timeout-s", values["drain-timeout-s"], 30);
   if (values.threads !== undefined) await setNumThreads(positiveInt("threads", values.threads, 1));
   const deviceIndex = await resolveDevice(values.device!);
@@ -172,19 +184,22 @@ async function main(args: string[]): Promise<void> {
   }, app.fetch);
 
   const stop = async (signal: string) => {
-    if (draining) return;
+    if (draining) {
+      log(`${signal} again: exiting without waiting`);
+      Deno.exit(1);
+    }
     draining = true;
     log(`${signal}: draining ${predictor.batcher.inFlight} text(s) in flight, refusing new work`);
     const timer = setTimeout(() => {
       log(`requests still in flight after ${drainTimeoutMs / 1000} s; exiting anyway`);
       Deno.exit(1);
     }, drainTimeoutMs);
-    // Closing the batcher first runs what it holds at once (no point waiting for a batch to fill when no
-    // more work may join it). Deno's shutdown then stops accepting connections and waits for the handlers
-    // in flight, which wait on those batches; only when both are done is the native model freed.
-    const drained = predictor.close();
+    // The batcher stops waiting for company (little more will come) but still accepts: a request whose
+    // body was being read when the signal came is answered too. Deno's shutdown stops accepting
+    // connections and waits for the handlers in flight; then the batcher is closed and the model freed.
+    predictor.flushFromNowOn();
     await server.shutdown();
-    await drained;
+    await predictor.close();
     clearTimeout(timer);
     classifier.dispose();
     log("stopped");

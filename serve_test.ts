@@ -93,9 +93,18 @@ Deno.test("serve refuses to start on a missing or corrupt checkpoint, with a mes
   assert.equal(await corrupt.exited(), 1);
   assert.match(corrupt.stderr(), /error: .*model\.safetensors/);
 
-  const badFlag = startServe(["--checkpoint", dir, "--max-batch", "0"]);
-  assert.equal(await badFlag.exited(), 2);
-  assert.match(badFlag.stderr(), /--max-batch must be a positive integer/);
+  for (
+    const [flags, message] of [
+      [["--max-batch", "0"], /--max-batch must be a positive integer/],
+      [["--max-length", "2"], /--max-length must be at least 3/],
+      [["--max-queue", "8", "--max-texts", "16"], /--max-queue \(8\) must be at least --max-texts \(16\)/],
+      [["--port", "0x1F90"], /the port must be an integer in 0\.\.65535/],
+    ] as const
+  ) {
+    const badFlag = startServe(["--checkpoint", dir, ...flags]);
+    assert.equal(await badFlag.exited(), 2, flags.join(" "));
+    assert.match(badFlag.stderr(), message);
+  }
 });
 
 Deno.test("SIGTERM drains: requests in flight are answered at once, then exit 0 and the port closes", async () => {

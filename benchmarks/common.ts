@@ -13,12 +13,15 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-/** "CPU model, N cores, M GiB RAM, os-arch". */
+/** "CPU model (vector units), N cores, M GiB RAM, os-arch". */
 export async function hardwareLine(): Promise<string> {
   const info = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
   const cpu = /model name\s*:\s*(.+)/.exec(info)?.[1] ?? os.cpus()[0]?.model ?? "unknown CPU";
-  return `${cpu}, ${navigator.hardwareConcurrency} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ` +
-    `${Deno.build.os}-${Deno.build.arch}`;
+  // The vector units decide fp32 and bf16 speed; "Intel(R) Xeon(R) Processor" alone does not say which.
+  const flags = new Set(/^flags\s*:\s*(.+)$/m.exec(info)?.[1].split(/\s+/) ?? []);
+  const units = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"].filter((f) => flags.has(f));
+  return `${cpu}${units.length ? ` (${units.join(", ")})` : ""}, ${navigator.hardwareConcurrency} cores, ` +
+    `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${Deno.build.os}-${Deno.build.arch}`;
 }
 
 /** Runs `deno fmt` on result files, so they pass the repository's `deno fmt --check` as written. */

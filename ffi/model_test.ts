@@ -52,6 +52,17 @@ Deno.test("parity with transformers when a row's position 0 is padding (the padd
   await parityCase(config, batch, 1e-5);
 });
 
+Deno.test("parity with transformers when a mask has holes after a real [CLS] (the unpadded path)", async () => {
+  // Positions come from each token's place in the padded row, holes and all, exactly as in transformers.
+  const config = tinyConfig();
+  const batch = makeBatch(config, 3, 14, 12);
+  batch.attentionMask.fill(1);
+  for (let i = 0; i < batch.inputIds.length; i++) batch.inputIds[i] ||= 7;
+  for (const hole of [4, 5, 9]) batch.attentionMask[hole] = 0; // row 0: holes in the middle
+  batch.attentionMask.fill(0, 14 + 10, 28); // row 1: right padding
+  await parityCase(config, batch, 1e-5);
+});
+
 Deno.test("bf16 inference on the CPU stays within bf16 rounding of fp32, padded or not", async () => {
   // bf16 keeps 8 bits of mantissa: logits move by ~1e-2 of their size, not more. A wide initialisation
   // gives logits of order 1, so a broken cast (or none at all) would show as a large or a zero difference.

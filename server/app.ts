@@ -81,7 +81,8 @@ export function createApp(options: AppOptions): Hono<Env> {
     c.header(
       "content-security-policy",
       `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; ` +
-        "base-uri 'none'; form-action 'self'; frame-ancestors 'self'",
+        // Hugging Face Spaces shows the app in an iframe on huggingface.co.
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'self' https://huggingface.co",
     );
     c.header("x-content-type-options", "nosniff");
     return c.html(pageHtml(nonce, predictor.labels));
@@ -122,7 +123,7 @@ export function createApp(options: AppOptions): Hono<Env> {
     }
     let predictions;
     try {
-      predictions = await Promise.all(encoded.map((ids) => predictor.predict(ids)));
+      predictions = await predictor.predict(encoded);
     } catch (err) {
       if (err instanceof QueueFullError) {
         throw new ApiError("overloaded", "the server is at capacity; retry shortly", {

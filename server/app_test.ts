@@ -267,6 +267,19 @@ Deno.test(`${BAD_INPUTS.length} bad inputs each get their status and the error s
   assert.ok(!/status="5\d\d"/.test(metrics), "no 5xx counted");
 });
 
+Deno.test("a body the client stops sending midway is a 400, not a server fault", async () => {
+  await using s = await serverFixture();
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(encoder.encode('{"te'));
+      controller.error(new Error("connection reset by peer"));
+    },
+  });
+  const res = await s.app.request("/predict", { method: "POST", body, headers: JSON_HEADERS });
+  assert.equal(await errorCode(res, 400, "broken upload"), "unreadable_body");
+  assert.deepEqual(s.errors, [], "nothing logged as a server fault");
+});
+
 Deno.test("unusual but valid text is classified: emoji, CJK, right-to-left, control characters, BOM", async () => {
   await using s = await serverFixture();
   const texts = [

@@ -4,8 +4,8 @@
  * batch grow while the current one computes.
  *
  * When to start a batch. A full one (`maxBatchSize`) goes at once. A lone client (the last batch held one
- * item and nothing arrived while it ran) gains nothing from waiting for company that will not come: its
- * item goes as soon as the submitting code is done, so the texts of one request still share a batch.
+ * request's items and nothing else arrived while it ran) gains nothing from waiting for company that will
+ * not come: its items go as soon as the submitting code is done.
  * Otherwise clients are competing, and a batch waits up to `maxWaitMs` for company, counted from when the
  * model became free (or from the oldest item's arrival, if later): clients answered by the last batch are
  * typically about to send their next request, and catching them keeps batches full.
@@ -16,7 +16,10 @@
 export interface BatcherOptions {
   /** The most items in one batch. 1 turns batching off (each item runs alone, in arrival order). */
   maxBatchSize: number;
-  /** How long the oldest waiting item may wait for a batch to fill, in milliseconds. */
+  /**
+   * How long a batch may wait for company once the model is free, in milliseconds, counted from then or
+   * from its oldest item's arrival, whichever is later (items that arrive while a batch runs wait for it).
+   */
   maxWaitMs: number;
   /** The most items waiting (not yet running); beyond it {@link DynamicBatcher.submit} refuses. */
   maxQueue: number;
@@ -47,6 +50,8 @@ export class BatcherClosedError extends Error {
 
 interface Job<I, O> {
   item: I;
+  /** Which submitMany call (request) it came with: a lone client is one request at a time. */
+  request: number;
   enqueuedAt: number;
   resolve(out: O): void;
   reject(err: unknown): void;
@@ -59,6 +64,8 @@ export class DynamicBatcher<I, O> {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #flushQueued = false;
   #closed = false;
+  #flushing = false;
+  #requests = 0;
   #idle: (() => void)[] = [];
   #inFlight = 0;
   #loneClient = true;
@@ -91,18 +98,39 @@ export class DynamicBatcher<I, O> {
 
   /** Queues one item; resolves with its output once its batch has run. */
   submit(item: I): Promise<O> {
-    if (this.#closed) return Promise.reject(new BatcherClosedError());
-    if (this.#queue.length >= this.options.maxQueue) {
-      return Promise.reject(new QueueFullError(this.options.maxQueue));
+    return this.submitMany([item])[0];
+  }
+
+  /**
+   * Queues the items of one request together: all or none (a request is never half accepted, computed and
+   * then refused), in one batch when they fit. One promise per item, in order.
+   */
+  submitMany(items: readonly I[]): Promise<O>[] {
+    if (this.#closed) return items.map(() => Promise.reject(new BatcherClosedError()));
+    if (this.#queue.length + items.length > this.options.maxQueue) {
+      return items.map(() => Promise.reject(new QueueFullError(this.options.maxQueue)));
     }
-    this.#inFlight++;
-    const done = new Promise<O>((resolve, reject) => {
-      this.#queue.push({ item, enqueuedAt: performance.now(), resolve, reject });
+    const request = this.#requests++;
+    const promises = items.map((item) => {
+      this.#inFlight++;
+      const done = new Promise<O>((resolve, reject) => {
+        this.#queue.push({ item, request, enqueuedAt: performance.now(), resolve, reject });
+      });
+      return done.finally(() => {
+        if (--this.#inFlight === 0 && this.#closed) this.#idle.splice(0).forEach((wake) => wake());
+      });
     });
     this.#schedule();
-    return done.finally(() => {
-      if (--this.#inFlight === 0 && this.#closed) this.#idle.splice(0).forEach((wake) => wake());
-    });
+    return promises;
+  }
+
+  /**
+   * From now on, run what is queued without waiting for company (nothing more is expected), but keep
+   * accepting: requests already being read when shutdown began still get answered. close() comes after.
+   */
+  flushFromNowOn(): void {
+    this.#flushing = true;
+    this.#schedule();
   }
 
   /** Stops accepting items and resolves once every accepted item has been answered. */
@@ -115,17 +143,21 @@ export class DynamicBatcher<I, O> {
 
   #schedule(): void {
     if (this.#running || this.#queue.length === 0) return;
-    const { maxBatchSize, maxWaitMs } = this.options;
-    // Closing: nothing more will arrive, so waiting for company only delays the answers.
-    if (this.#queue.length >= maxBatchSize || this.#closed) {
+    if (this.#queue.length >= this.options.maxBatchSize) {
       this.#clearTimer();
       void this.#runBatch();
       return;
     }
-    if (this.#loneClient) {
-      // A microtask, not a timer: it runs as soon as the submitting code is done, with no clamping and
-      // no trip through the event loop.
+    // Closing or draining: nothing more is expected, so waiting for company only delays the answers.
+    // A lone client has no company coming. And once the wait is over, the batch starts as soon as the
+    // submitting code is done rather than inside it, so that one request's texts are never split.
+    const due = this.#closed || this.#flushing || this.#loneClient
+      ? -Infinity
+      : Math.max(this.#queue[0].enqueuedAt, this.#freeSince) + this.options.maxWaitMs;
+    const now = performance.now();
+    if (now >= due) {
       this.#clearTimer();
+      // A microtask, not a timer: no clamping, no trip through the event loop.
       if (!this.#flushQueued) {
         this.#flushQueued = true;
         queueMicrotask(() => {
@@ -135,15 +167,8 @@ export class DynamicBatcher<I, O> {
       }
       return;
     }
-    const now = performance.now();
-    const due = Math.max(this.#queue[0].enqueuedAt, this.#freeSince) + maxWaitMs;
-    if (now >= due) {
-      this.#clearTimer();
-      void this.#runBatch();
-      return;
-    }
-    // Wait for company; unless a flush is already due, which will take this item too. (The first
-    // setTimeout of a process can run pending microtasks, so the order of the two is not guaranteed.)
+    // Waiting for company: a flush already due will take this item too. (Checked because Deno's first
+    // setTimeout in a process has been seen to run pending microtasks, so their order is not a given.)
     if (this.#flushQueued || this.#timer !== undefined) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
@@ -180,7 +205,10 @@ export class DynamicBatcher<I, O> {
       jobs.forEach((job) => job.reject(err));
     } finally {
       this.#observe(() => this.observer.onBatch?.(jobs.length, performance.now() - started));
-      this.#loneClient = jobs.length === 1 && this.#queue.length === 0;
+      // One request in the batch, and nothing from anyone else waiting: a lone client.
+      const request = jobs[0].request;
+      this.#loneClient = jobs.every((j) => j.request === request) &&
+        this.#queue.every((j) => j.request === request);
       this.#freeSince = performance.now();
       this.#running = false;
       this.#schedule();

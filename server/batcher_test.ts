@@ -414,3 +414,55 @@ Deno.test("batcher: two closed-loop clients end up sharing every batch", async (
   assert.equal(sizes.reduce((a, n) => a + n, 0), 12);
   assert.ok(sizes.filter((n) => n === 2).length >= 4, `batch sizes ${sizes}`);
 });
+
+Deno.test("batcher: submitMany is all or none: a request that does not fit is refused before any work", async () => {
+  const { runner, runs } = recorder((x: number) => x);
+  const b = batcher(runner, { maxBatchSize: 32, maxQueue: 16 });
+  const refused = await Promise.allSettled(b.submitMany(Array.from({ length: 20 }, (_, i) => i)));
+  for (const r of refused) {
+    assert.equal(r.status, "rejected");
+    assert.ok((r as PromiseRejectedResult).reason instanceof QueueFullError);
+  }
+  assert.equal(b.inFlight, 0);
+  assert.deepEqual(await Promise.all(b.submitMany([1, 2, 3])), [1, 2, 3]);
+  assert.deepEqual(runs, [[1, 2, 3]], "the refused request computed nothing");
+});
+
+Deno.test("batcher: one request's texts are never split, even with maxWaitMs 0 among competing clients", async () => {
+  const { runner, runs } = recorder((x: number) => x, { delayMs: 2 });
+  const b = batcher(runner, { maxBatchSize: 16, maxWaitMs: 0 });
+  await Promise.all(b.submitMany([1, 2, 3])); // a batch of three: clients count as competing now
+  await Promise.all(b.submitMany([10, 11, 12, 13, 14, 15, 16, 17]));
+  assert.deepEqual(runs, [[1, 2, 3], [10, 11, 12, 13, 14, 15, 16, 17]]);
+});
+
+Deno.test("batcher: a lone client sending several texts per request pays no wait", async () => {
+  const { runner, runs } = recorder((x: number) => x, { delayMs: 1 });
+  // With a 10 s window, any wait for company would show.
+  const b = batcher(runner, { maxBatchSize: 16, maxWaitMs: 10_000 });
+  const started = performance.now();
+  for (let i = 0; i < 4; i++) await Promise.all(b.submitMany([i * 10, i * 10 + 1]));
+  assert.ok(performance.now() - started < 5_000, "a lone client waited for company");
+  assert.deepEqual(runs, [[0, 1], [10, 11], [20, 21], [30, 31]]);
+});
+
+Deno.test("batcher: after flushFromNowOn, waiting items run at once and new ones are still accepted", async () => {
+  const gate = Promise.withResolvers<void>();
+  const runs: number[][] = [];
+  const b = batcher<number, number>(async (items) => {
+    runs.push([...items]);
+    if (items[0] === 0) await gate.promise;
+    return items;
+  }, { maxBatchSize: 8, maxWaitMs: 10_000 });
+  const warm = b.submit(0); // runs at once and holds the model
+  await null;
+  const waiting = [1, 2].map((x) => b.submit(x)); // competing now: would wait 10 s for company
+  gate.resolve();
+  await warm;
+  const started = performance.now();
+  b.flushFromNowOn();
+  const late = b.submit(3); // e.g. a request whose body was still being read when shutdown began
+  assert.deepEqual(await Promise.all([...waiting, late]), [1, 2, 3]);
+  assert.ok(performance.now() - started < 5_000, "flushFromNowOn did not stop the wait");
+  await b.close();
+});

@@ -52,9 +52,10 @@ function checkContentType(header: string | null): void {
 }
 
 function tooLarge(maxBytes: number): ApiError {
+  // Connection: close, since the rest of the body is never read: the client sees this answer, not a reset.
   return new ApiError("payload_too_large", `the request body is over the limit of ${maxBytes} bytes`, {
     limit_bytes: maxBytes,
-  });
+  }, { connection: "close" });
 }
 
 async function readLimited(body: ReadableStream<Uint8Array> | null, maxBytes: number): Promise<Uint8Array> {
@@ -64,7 +65,17 @@ async function readLimited(body: ReadableStream<Uint8Array> | null, maxBytes: nu
   const reader = body.getReader();
   try {
     for (;;) {
-      const { done, value } = await reader.read();
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        // The client went away or sent a broken chunked encoding: its problem, not a server fault.
+        throw new ApiError(
+          "unreadable_body",
+          `the request body could not be read: ${(err as Error).message}`,
+        );
+      }
+      const { done, value } = chunk;
       if (done) break;
       size += value.length;
       if (size > maxBytes) throw tooLarge(maxBytes);

@@ -10,6 +10,7 @@ export const ERROR_STATUS = {
   invalid_json: 400,
   invalid_utf8: 400,
   duplicate_key: 400,
+  unreadable_body: 400,
   not_found: 404,
   method_not_allowed: 405,
   payload_too_large: 413,

@@ -51,7 +51,8 @@ export function healthReporter(source: HealthSource): () => Health {
         max_text_chars: limits.maxTextChars,
         max_texts: limits.maxTexts,
         max_body_bytes: limits.maxBodyBytes,
-        max_tokens: options.maxLength,
+        // What encode really does: the model's position limit caps the flag.
+        max_tokens: Math.min(options.maxLength, classifier.model.config.max_position_embeddings),
       },
       versions: source.versions,
     };

@@ -40,9 +40,21 @@ function componentSchemas(limits: RequestLimits): Record<string, unknown> {
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 
-function errorResponse(description: string) {
-  return { description, content: { "application/json": { schema: ref("Error") } } };
+function errorResponse(description: string, headers?: Record<string, unknown>) {
+  return {
+    description,
+    ...(headers && { headers }),
+    content: { "application/json": { schema: ref("Error") } },
+  };
 }
+
+const RETRY_AFTER = {
+  "Retry-After": { description: "Seconds to wait before retrying.", schema: { type: "integer" } },
+};
+const NOT_FOUND = errorResponse("No such route.");
+const METHOD_NOT_ALLOWED = errorResponse("The route exists but not for this method; see the Allow header.", {
+  Allow: { description: "The methods the route answers.", schema: { type: "string" } },
+});
 
 /** The OpenAPI document of the server with these limits. */
 export function openApiDocument(limits: RequestLimits, version: string): Record<string, unknown> {
@@ -78,15 +90,18 @@ export function openApiDocument(limits: RequestLimits, version: string): Record<
                 "application/json": { schema: { oneOf: [ref("Prediction"), ref("PredictionList")] } },
               },
             },
-            "400": errorResponse("Malformed JSON, invalid UTF-8 or a repeated key."),
+            "400": errorResponse("Malformed JSON, invalid UTF-8, a repeated key, or a body cut off midway."),
             "413": errorResponse(`The body is over ${limits.maxBodyBytes} bytes.`),
-            "415": errorResponse("The body is not application/json."),
+            "415": errorResponse("The body is not JSON (application/json or application/*+json) in UTF-8."),
             "422": errorResponse(
-              `Valid JSON of the wrong shape: a text missing, empty, blank, not a string, over ` +
-                `${limits.maxTextChars} characters, or over ${limits.maxTexts} texts.`,
+              `Valid JSON of the wrong shape: a text missing, empty, blank, made only of control or format ` +
+                `characters, not a string, over ${limits.maxTextChars} characters, or over ${limits.maxTexts} ` +
+                `texts; an unknown field; both or neither of text and texts.`,
             ),
             "500": errorResponse("A server fault; details.request_id identifies it in the server's log."),
-            "503": errorResponse("Overloaded (retry after the Retry-After seconds) or shutting down."),
+            "404": NOT_FOUND,
+            "405": METHOD_NOT_ALLOWED,
+            "503": errorResponse("Overloaded, or shutting down.", RETRY_AFTER),
           },
         },
       },

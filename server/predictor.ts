@@ -1,9 +1,9 @@
 /**
  * The model as the server sees it: text → token ids on the event loop, ids → prediction through the
  * dynamic batcher, each batch run on a libtorch worker thread (nonblocking FFI), so the event loop keeps
- * accepting and parsing requests while the model computes. Padding costs nothing here: the native
- * inference path runs its matrix products on the real tokens only (see Packing in ffi/shim/distilbert.h),
- * so a batch of texts of very different lengths is as cheap as their total length.
+ * accepting and parsing requests while the model computes. Padding costs little here: the native
+ * inference path runs its matrix products on the real tokens only (see Packing in ffi/shim/distilbert.h);
+ * only attention, a small part of the work, sees the padded layout.
  * @module
  */
 
@@ -51,9 +51,17 @@ export class BatchedPredictor {
     return this.classifier.encode(text, this.options.maxLength);
   }
 
-  /** Classifies one encoded text, batched with whatever else is in flight. */
-  predict(ids: readonly number[]): Promise<TopicPrediction> {
-    return this.batcher.submit(ids);
+  /**
+   * Classifies the encoded texts of one request, batched with whatever else is in flight; all of them
+   * are accepted or none (a full queue rejects every promise with QueueFullError).
+   */
+  predict(texts: readonly (readonly number[])[]): Promise<TopicPrediction[]> {
+    return Promise.all(this.batcher.submitMany(texts));
+  }
+
+  /** Runs what is queued without waiting for company from now on (shutdown has begun). */
+  flushFromNowOn(): void {
+    this.batcher.flushFromNowOn();
   }
 
   /** Stops taking work; resolves when everything accepted has been answered. */

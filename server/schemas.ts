@@ -70,8 +70,10 @@ export function kind(x: unknown): string {
 
 /** One text's prediction. */
 export const predictionSchema = z.object({
-  label: z.string().meta({ description: "The most probable topic.", example: "Sports" }),
-  label_id: z.int().min(0).meta({ description: "Its index (0 World, 1 Sports, 2 Business, 3 Sci/Tech)." }),
+  label: z.string().meta({ description: "The most probable topic.", examples: ["Sports"] }),
+  label_id: z.int().min(0).meta({
+    description: "Its index in the checkpoint's id2label (see /health's labels).",
+  }),
   confidence: z.number().min(0).max(1).meta({ description: "Its probability." }),
   probabilities: z.record(z.string(), z.number()).meta({ description: "Every topic's probability." }),
 });

@@ -485,7 +485,8 @@ int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* att
     {
       AutocastScope autocast(use_bf16(m, flags, /*inference=*/true), m.device.type());
       // The unpadded path skips the [PAD] positions' compute and the last layer's non-[CLS] work. It
-      // needs each row's [CLS] (position 0) to be a real token, which any tokenizer's output has.
+      // needs each row's [CLS] (position 0) to be a real token, as with right padding; left-padded
+      // batches take the padded forward.
       const auto real = mask.defined() ? mask : torch::ones_like(ids, torch::kBool);
       const bool packable = real.select(1, 0).all().item<bool>();
       out = packable ? m.net->forward_packed(ids, real) : m.net->forward(ids, mask);

@@ -188,7 +188,7 @@ torch::Tensor DistilBertForSequenceClassificationImpl::forward_packed(const torc
   for (size_t i = 0; i < last; ++i) x = layers[i]->as<TransformerBlock>()->forward_packed(x, p);
   // Only [CLS]'s final state reaches the classifier, so the last block computes nothing else: every
   // token's keys and values, and queries, attention output, LayerNorms and FFN for [CLS] alone. Same
-  // numbers for [CLS]; about a sixth of a 6-layer model's work saved.
+  // numbers for [CLS]; about 10/12 of one layer's matrix work saved (some 14% of a 6-layer model).
   auto pooled = layers[last]->as<TransformerBlock>()->forward_cls(x, p, cls_rows);
   return classifier(torch::relu(pre_classifier(pooled)));
 }

@@ -41,7 +41,7 @@ extern "C" {
 
 /* Flags of dn_train_step and dn_predict. */
 #define DN_STEP_APPLY 1 /* after backward: clip gradients, AdamW step, zero gradients */
-#define DN_BF16 2       /* run the forward pass under bf16 autocast (CUDA only) */
+#define DN_BF16 2       /* run the forward pass under bf16 autocast (training: CUDA only; prediction: CUDA or CPU) */
 
 #define DN_MAX_NDIM 8
 
