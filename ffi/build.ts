@@ -28,6 +28,7 @@ const HEADERS = [
   "optim.h",
   "guard.h",
   "handles.h",
+  "torch_thread.h",
   "gloo_decls/gloo/context.h",
   "gloo_decls/gloo/algorithm.h",
   "gloo_decls/gloo/common/error.h",

@@ -16,6 +16,7 @@
 
 #include "distrinews.h"
 #include "guard.h"
+#include "torch_thread.h"
 #include "handles.h"
 
 using distrinews::guarded;
@@ -79,7 +80,7 @@ extern "C" {
 
 int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t rank, int32_t world_size,
                         int32_t host_store, const char* backend, int64_t timeout_ms, dn_group** out) {
-  return guarded(nullptr, [&] {
+  return distrinews::TorchThread::run([&] { return guarded(nullptr, [&] {
     require(out && master_addr && *master_addr && backend, "master address, backend and out must be given");
     *out = nullptr;
     require(world_size >= 1, "world size must be >= 1, got ", world_size);
@@ -99,7 +100,7 @@ int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t ra
     handle->rank = rank;
     handle->world_size = world_size;
     *out = handle.release();
-  });
+  }); });
 }
 
 void dn_group_free(dn_group* group) {
@@ -114,7 +115,7 @@ int64_t dn_group_last_error(dn_group* group, char* buf, int64_t cap) {
 }
 
 int32_t dn_group_allreduce_sum(dn_group* group, double* values, int64_t n) {
-  return guarded(errors_of(group), [&] {
+  return distrinews::TorchThread::run([&] { return guarded(errors_of(group), [&] {
     auto& g = checked(group);
     require(n >= 0 && (values || n == 0), "values must hold n doubles");
     if (n == 0) return;
@@ -122,16 +123,16 @@ int32_t dn_group_allreduce_sum(dn_group* group, double* values, int64_t n) {
     std::vector<at::Tensor> tensors{tensor};
     g.group->allreduce(tensors)->wait();
     std::memcpy(values, tensor.data_ptr<double>(), static_cast<size_t>(n) * sizeof(double));
-  });
+  }); });
 }
 
 int32_t dn_group_barrier(dn_group* group) {
-  return guarded(errors_of(group), [&] { checked(group).group->barrier()->wait(); });
+  return distrinews::TorchThread::run([&] { return guarded(errors_of(group), [&] { checked(group).group->barrier()->wait(); }); });
 }
 
 int32_t dn_model_attach_ddp(dn_model* model, dn_group* group, int64_t bucket_cap_bytes,
                             int64_t first_bucket_cap_bytes) {
-  return guarded(errors_of(model), [&] {
+  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
     require(model, "model handle is null");
     auto& g = checked(group);
     require(bucket_cap_bytes > 0 && first_bucket_cap_bytes > 0, "bucket sizes must be positive");
@@ -166,7 +167,7 @@ int32_t dn_model_attach_ddp(dn_model* model, dn_group* group, int64_t bucket_cap
         /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
         /*bucket_bytes_cap_list=*/std::vector<int64_t>{});
     model->group = g.group;
-  });
+  }); });
 }
 
 }  // extern "C"
