@@ -22,6 +22,7 @@
 
 import { fileURLToPath } from "node:url";
 import { parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
+import { concatBytes } from "./util/bytes.ts";
 
 /** Variables every rank gets from the launcher (and from torchrun: see launch_test.ts). */
 export const CONTRACT_KEYS: readonly string[] = [
@@ -239,14 +240,14 @@ export class LinePrefixer {
       this.#pendingBytes += chunk.length - start;
       if (this.#pendingBytes >= this.#maxLine) this.#takePending(out);
     }
-    if (out.length > 0) this.#sink(concat(out));
+    if (out.length > 0) this.#sink(concatBytes(out));
   }
 
   /** Emits an unfinished last line, newline-terminated. */
   flush(): void {
     const out: Uint8Array[] = [];
     this.#takePending(out);
-    if (out.length > 0) this.#sink(concat(out));
+    if (out.length > 0) this.#sink(concatBytes(out));
   }
 
   #takePending(out: Uint8Array[]): void {
@@ -255,17 +256,6 @@ export class LinePrefixer {
     this.#pending = [];
     this.#pendingBytes = 0;
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const total = parts.reduce((n, p) => n + p.length, 0);
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
 }
 
 /** A sink that writes all bytes synchronously to `file` (whole chunks, so lines stay whole); a closed pipe

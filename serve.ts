@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import { TextClassifier } from "./inference.ts";
 import { resolveDevice, setNumThreads, torchVersion } from "./ffi/model.ts";
-import { parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
+import { nonNegativeNumber, parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
 import { DEFAULT_CHECKPOINT } from "./predict.ts";
 import { createApp } from "./server/app.ts";
 import { ServerMetrics } from "./server/metrics.ts";
@@ -51,13 +51,6 @@ async function sha256File(path: string): Promise<string> {
   using file = await Deno.open(path);
   for await (const chunk of file.readable) hash.update(chunk);
   return hash.digest("hex");
-}
-
-function nonNegativeNumber(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number >= 0, got "${value}"`);
-  return n;
 }
 
 async function main(args: string[]): Promise<void> {

@@ -8,7 +8,7 @@
  */
 
 import { join } from "node:path";
-import { parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
+import { nonNegativeNumber, parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
 import { type DistilBertConfig, PRESETS } from "./ffi/config.ts";
 import { cudaDeviceCount, DistilBertClassifier, setNumThreads } from "./ffi/model.ts";
 import { ProcessGroup, processGroupOptionsFromEnv } from "./ffi/process_group.ts";
@@ -153,13 +153,6 @@ interface TrainOptions {
   backend?: "gloo" | "nccl";
   threads?: number;
   bf16: boolean;
-}
-
-function nonNegativeNumber(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number >= 0, got "${value}"`);
-  return n;
 }
 
 function parseOptions(args: string[]): TrainOptions | undefined {

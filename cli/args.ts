@@ -28,6 +28,14 @@ export function positiveInt(name: string, value: string | undefined, fallback: n
   return n;
 }
 
+/** Parses a flag value as a finite number >= 0, or throws a UsageError naming the flag. */
+export function nonNegativeNumber(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new UsageError(`--${name} must be a number >= 0, got "${value}"`);
+  return n;
+}
+
 /** Runs a CLI body: prints errors without stack traces and exits 2 for usage errors, 1 otherwise. */
 export async function runCli(usage: string, body: () => Promise<void>): Promise<void> {
   try {

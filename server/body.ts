@@ -7,6 +7,7 @@
  */
 
 import { ApiError } from "./errors.ts";
+import { concatBytes } from "../util/bytes.ts";
 
 /** Parses the request body as JSON or throws the {@link ApiError} that describes what is wrong. */
 export async function readJsonBody(request: Request, maxBytes: number): Promise<unknown> {
@@ -86,13 +87,7 @@ async function readLimited(body: ReadableStream<Uint8Array> | null, maxBytes: nu
     reader.releaseLock();
     if (size > maxBytes) await body.cancel().catch(() => {});
   }
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const c of chunks) {
-    out.set(c, offset);
-    offset += c.length;
-  }
-  return out;
+  return concatBytes(chunks);
 }
 
 /**
