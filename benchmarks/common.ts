@@ -5,6 +5,7 @@
  */
 
 import os from "node:os";
+import { join } from "node:path";
 
 /** Median of a non-empty list. */
 export function median(xs: readonly number[]): number {
@@ -22,6 +23,24 @@ export async function hardwareLine(): Promise<string> {
   const units = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"].filter((f) => flags.has(f));
   return `${cpu}${units.length ? ` (${units.join(", ")})` : ""}, ${navigator.hardwareConcurrency} cores, ` +
     `${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, ${Deno.build.os}-${Deno.build.arch}`;
+}
+
+/**
+ * Writes a benchmark's results as `<dir>/<name>.md` (the report) and `<dir>/<name>.json` (the data), formatted
+ * as the repository's `deno fmt --check` expects. Returns both paths.
+ */
+export async function writeResults(
+  dir: string,
+  name: string,
+  markdown: string,
+  data: unknown,
+): Promise<{ md: string; json: string }> {
+  await Deno.mkdir(dir, { recursive: true });
+  const md = join(dir, `${name}.md`), json = join(dir, `${name}.json`);
+  await Deno.writeTextFile(md, markdown);
+  await Deno.writeTextFile(json, JSON.stringify(data, null, 2) + "\n");
+  await formatResults(md, json);
+  return { md, json };
 }
 
 /** Runs `deno fmt` on result files, so they pass the repository's `deno fmt --check` as written. */

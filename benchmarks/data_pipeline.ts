@@ -20,7 +20,7 @@ import { batchIndices, lengthGroupedIndices, paddingCost, seededPermutation } fr
 import { parseFlags, positiveInt, runCli, UsageError } from "../cli/args.ts";
 import { venvPython } from "../tests/helpers.ts";
 import { loadAgNewsCsv } from "../data/ag_news.ts";
-import { formatResults, hardwareLine, median } from "./common.ts";
+import { hardwareLine, median, writeResults } from "./common.ts";
 
 const USAGE =
   "Usage: deno run -A benchmarks/data_pipeline.ts [--data DIR] [--rounds N] [--batch-size N] [--out DIR]";
@@ -268,12 +268,7 @@ async function main() {
     };
     const report = markdown(results);
     console.log(report);
-    await Deno.mkdir(values.out!, { recursive: true });
-    const mdPath = join(values.out!, "data_pipeline.md"), jsonPath = join(values.out!, "data_pipeline.json");
-    await Deno.writeTextFile(mdPath, report);
-    await Deno.writeTextFile(jsonPath, JSON.stringify(results, null, 2) + "\n");
-    // Formatted as the repository's `deno fmt --check` expects.
-    await formatResults(mdPath, jsonPath);
+    await writeResults(values.out!, "data_pipeline", report, results);
   } finally {
     await Deno.remove(work, { recursive: true });
   }

@@ -14,7 +14,7 @@
 import { join, resolve } from "node:path";
 import { parseFlags, positiveInt, runCli, UsageError } from "../cli/args.ts";
 import { exists } from "../util/fs.ts";
-import { formatResults, hardwareLine } from "./common.ts";
+import { hardwareLine, writeResults } from "./common.ts";
 import { PRESETS } from "../ffi/config.ts";
 import { DistilBertClassifier, torchVersion } from "../ffi/model.ts";
 
@@ -187,10 +187,7 @@ async function main() {
     "",
   ].join("\n");
   console.log(md);
-  await Deno.mkdir(values.out!, { recursive: true });
-  await Deno.writeTextFile(join(values.out!, "ddp_cpu.md"), md);
-  await Deno.writeTextFile(join(values.out!, "ddp_cpu.json"), JSON.stringify(results, null, 2) + "\n");
-  await formatResults(join(values.out!, "ddp_cpu.md"), join(values.out!, "ddp_cpu.json"));
+  await writeResults(values.out!, "ddp_cpu", md, results);
 }
 
 if (import.meta.main) await runCli(USAGE, main);

@@ -21,7 +21,7 @@ import { saveCheckpoint } from "../weights/checkpoint.ts";
 import { TextClassifier } from "../inference.ts";
 import { venvPython } from "../tests/helpers.ts";
 import { parseFlags, positiveInt, runCli } from "../cli/args.ts";
-import { formatResults, hardwareLine, median } from "./common.ts";
+import { hardwareLine, median, writeResults } from "./common.ts";
 
 const USAGE = "Usage: deno task bench:inference [--data PATH] [--seconds N] [--rounds N] [--threads N] " +
   "[--out DIR]";
@@ -150,18 +150,16 @@ async function main() {
       "",
     ];
     console.log(lines.join("\n"));
-    await Deno.mkdir(values.out!, { recursive: true });
-    const md = join(values.out!, "inference_cpu.md"), json = join(values.out!, "inference_cpu.json");
-    await Deno.writeTextFile(md, lines.join("\n"));
-    await Deno.writeTextFile(
-      json,
-      JSON.stringify(
-        { date: new Date().toISOString(), hardware, threads, seconds, rounds, ours, python, pyInfo },
-        null,
-        2,
-      ) + "\n",
-    );
-    await formatResults(md, json);
+    const { md, json } = await writeResults(values.out!, "inference_cpu", lines.join("\n"), {
+      date: new Date().toISOString(),
+      hardware,
+      threads,
+      seconds,
+      rounds,
+      ours,
+      python,
+      pyInfo,
+    });
     console.error(`wrote ${md} and ${json}`);
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -27,7 +27,7 @@ import { findFreePort } from "../launch.ts";
 import { ROOT, venvPython } from "../tests/helpers.ts";
 import { parseFlags, positiveInt, runCli, UsageError } from "../cli/args.ts";
 import { exists } from "../util/fs.ts";
-import { formatResults, hardwareLine, median } from "./common.ts";
+import { hardwareLine, median, writeResults } from "./common.ts";
 import { type LoadResult, runLoad } from "./http_load.ts";
 
 const USAGE = "Usage: deno task bench:serve [--checkpoint DIR] [--data PATH] [--servers LIST] " +
@@ -534,26 +534,15 @@ async function main() {
   if (failures.length) lines.push("First error per run:", "", ...failures, "");
   console.log(lines.join("\n"));
 
-  await Deno.mkdir(values.out!, { recursive: true });
-  const md = join(values.out!, "serve_http.md"), json = join(values.out!, "serve_http.json");
-  await Deno.writeTextFile(md, lines.join("\n"));
-  await Deno.writeTextFile(
-    json,
-    JSON.stringify(
-      {
-        date: new Date().toISOString(),
-        hardware,
-        versions: { deno: Deno.version.deno, ours, python: py },
-        data: { path: relative(ROOT, dataPath) || dataPath, texts: texts.length, meanTokens, truncated },
-        settings,
-        agreements,
-        results,
-      },
-      null,
-      2,
-    ) + "\n",
-  );
-  await formatResults(md, json);
+  const { md, json } = await writeResults(values.out!, "serve_http", lines.join("\n"), {
+    date: new Date().toISOString(),
+    hardware,
+    versions: { deno: Deno.version.deno, ours, python: py },
+    data: { path: relative(ROOT, dataPath) || dataPath, texts: texts.length, meanTokens, truncated },
+    settings,
+    agreements,
+    results,
+  });
   console.error(`wrote ${md} and ${json}`);
 }
 

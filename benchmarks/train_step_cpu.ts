@@ -16,7 +16,7 @@ import { DISTILBERT_BASE_UNCASED } from "../ffi/config.ts";
 import { DistilBertClassifier, setNumThreads, torchVersion } from "../ffi/model.ts";
 import { hfConfigJson, makeBatch, venvPython, writeBatchJson } from "../tests/helpers.ts";
 import { parseFlags, positiveInt, runCli } from "../cli/args.ts";
-import { formatResults, hardwareLine, median } from "./common.ts";
+import { hardwareLine, median, writeResults } from "./common.ts";
 
 const USAGE = "Usage: deno task bench [--steps N] [--warmup N] [--rounds N] [--threads N] [--out DIR]";
 const BATCH = 8, SEQ = 128;
@@ -109,14 +109,16 @@ async function main() {
     "",
   ];
   console.log(lines.join("\n"));
-  await Deno.mkdir(values.out!, { recursive: true });
-  await Deno.writeTextFile(join(values.out!, "train_step_cpu.md"), lines.join("\n"));
-  await Deno.writeTextFile(
-    join(values.out!, "train_step_cpu.json"),
-    JSON.stringify({ hardware, versions, threads, batch: BATCH, seq: SEQ, ours, python, rows }, null, 2) +
-      "\n",
-  );
-  await formatResults(join(values.out!, "train_step_cpu.md"), join(values.out!, "train_step_cpu.json"));
+  await writeResults(values.out!, "train_step_cpu", lines.join("\n"), {
+    hardware,
+    versions,
+    threads,
+    batch: BATCH,
+    seq: SEQ,
+    ours,
+    python,
+    rows,
+  });
 }
 
 if (import.meta.main) await runCli(USAGE, main);
