@@ -7,7 +7,7 @@
 import { buildShim } from "./build.ts";
 
 /** Must equal DN_ABI_VERSION in distrinews.h. */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 /** Status codes returned by every native call. */
 export const Status = {
@@ -28,7 +28,7 @@ const STATUS_NAMES: Record<number, string> = {
 };
 
 /** Flags of trainStep/predict (DN_STEP_APPLY, DN_BF16). */
-export const Flags = { APPLY: 1, BF16: 2 } as const;
+export const Flags = { APPLY: 1, BF16: 2, PADDED: 4 } as const;
 
 /** Element type codes of dn_model_param_write. */
 export const DTypeCode = { F32: 0, F16: 1, BF16: 2, F64: 3, U8: 4 } as const;

@@ -35,8 +35,13 @@ export interface StepOptions {
   lossScale?: number;
   /** Apply the optimizer after backward (false: only accumulate gradients). Default true. */
   apply?: boolean;
-  /** bf16 autocast (CUDA only for training). */
+  /** bf16 autocast for the forward pass (CUDA or CPU; weights, gradients and AdamW stay fp32). */
   bf16?: boolean;
+  /**
+   * Compute on the padded layout, as a plain forward would (the baseline). Default false: matrix products
+   * run on the real tokens only and the last layer on [CLS] only, with the same loss and gradients.
+   */
+  padded?: boolean;
 }
 
 /** What a training step reports. */
@@ -497,7 +502,8 @@ export class DistilBertClassifier implements Disposable {
       throw new Error(`labels must be an Int32Array of ${batch.batchSize} class ids`);
     }
     if (!(Number.isFinite(options.lr) && options.lr >= 0)) throw new Error(`learning rate must be >= 0`);
-    const flags = (options.apply ?? true ? Flags.APPLY : 0) | (options.bf16 ? Flags.BF16 : 0);
+    const flags = (options.apply ?? true ? Flags.APPLY : 0) | (options.bf16 ? Flags.BF16 : 0) |
+      (options.padded ? Flags.PADDED : 0);
     return [
       this.#live(),
       batch.inputIds,

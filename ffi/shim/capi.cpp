@@ -80,8 +80,8 @@ std::pair<torch::Tensor, torch::Tensor> load_inputs(const dn_model& m, const int
   return {ids_cpu.to(m.device, torch::kLong), no_padding ? torch::Tensor() : mask_cpu.to(m.device, torch::kBool)};
 }
 
-// bf16 autocast for the duration of a forward pass, on the model's device type (CUDA, or CPU for
-// inference, where oneDNN runs bf16 matrix products on AMX/AVX-512-BF16 units). Autocast state is
+// bf16 autocast for the duration of a forward pass, on the model's device type (CUDA, or the CPU, where
+// oneDNN runs bf16 matrix products on AMX/AVX-512-BF16 units). Autocast state is
 // thread-local, and nonblocking FFI calls run on Deno's worker threads, so it is switched on and off inside
 // every call that wants it.
 struct AutocastScope {
@@ -100,12 +100,13 @@ struct AutocastScope {
   }
 };
 
-// Training in bf16 is a CUDA feature here; inference may also use it on a CPU.
-bool use_bf16(const dn_model& m, int32_t flags, bool inference = false) {
-  if (!(flags & DN_BF16)) return false;
-  require(m.device.is_cuda() || inference, "bf16 autocast for training is only supported on CUDA devices");
-  return true;
-}
+// Whether a call asked for bf16 autocast. Parameters, gradients and AdamW stay fp32 either way (autocast
+// casts copies for the matrix products); whether bf16 pays on a given CPU is the caller's decision.
+bool use_bf16(int32_t flags) { return (flags & DN_BF16) != 0; }
+
+// The unpadded path needs each row's [CLS] (position 0) to be a real token, as with right padding;
+// left-padded batches take the padded forward.
+bool packable(const torch::Tensor& real) { return real.select(1, 0).all().item<bool>(); }
 
 void configure_optimizer(dn_model& m, double weight_decay, double beta1, double beta2, double eps) {
   require(weight_decay >= 0.0, "weight_decay must be >= 0");
@@ -439,8 +440,12 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
     m.net->train();
     torch::Tensor logits;
     {
-      AutocastScope autocast(use_bf16(m, flags), m.device.type());
-      logits = m.net->forward(ids, mask);
+      AutocastScope autocast(use_bf16(flags), m.device.type());
+      // As in inference, matrix products run on the real tokens only and the last layer on [CLS] only;
+      // autograd carries the gradients back through the gathers and scatters. Same loss and gradients as
+      // the padded forward (within float rounding), less work the more a batch is padded.
+      const auto real = mask.defined() ? mask : torch::ones_like(ids, torch::kBool);
+      logits = !(flags & DN_PADDED) && packable(real) ? m.net->forward_packed(ids, real) : m.net->forward(ids, mask);
     }
     // ...and after it: arm the Reducer's autograd hooks, which all-reduce each bucket as soon as all of its
     // gradients are ready, and average over the world size once backward finishes.
@@ -487,13 +492,10 @@ int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* att
     m.net->eval();
     torch::Tensor out;
     {
-      AutocastScope autocast(use_bf16(m, flags, /*inference=*/true), m.device.type());
-      // The unpadded path skips the [PAD] positions' compute and the last layer's non-[CLS] work. It
-      // needs each row's [CLS] (position 0) to be a real token, as with right padding; left-padded
-      // batches take the padded forward.
+      AutocastScope autocast(use_bf16(flags), m.device.type());
+      // The unpadded path skips the [PAD] positions' compute and the last layer's non-[CLS] work.
       const auto real = mask.defined() ? mask : torch::ones_like(ids, torch::kBool);
-      const bool packable = real.select(1, 0).all().item<bool>();
-      out = packable ? m.net->forward_packed(ids, real) : m.net->forward(ids, mask);
+      out = packable(real) ? m.net->forward_packed(ids, real) : m.net->forward(ids, mask);
     }
     out = out.to(torch::kCPU, torch::kFloat).contiguous();
     const auto n = static_cast<size_t>(batch * m.config.num_labels);

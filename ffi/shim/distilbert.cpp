@@ -56,7 +56,7 @@ torch::Tensor EmbeddingsImpl::forward_packed(const torch::Tensor& input_ids, con
   // Position ids are the tokens' places in their own sequences, exactly as in the padded layout.
   auto positions = torch::remainder(p.index, p.seq);
   auto x = word_embeddings(input_ids.reshape({-1}).index_select(0, p.index)) + position_embeddings(positions);
-  return LayerNorm(x);
+  return torch::dropout(LayerNorm(x), dropout, is_training());
 }
 
 MultiHeadSelfAttentionImpl::MultiHeadSelfAttentionImpl(const dn_config& c)
@@ -178,7 +178,6 @@ torch::Tensor DistilBertForSequenceClassificationImpl::forward(const torch::Tens
 
 torch::Tensor DistilBertForSequenceClassificationImpl::forward_packed(const torch::Tensor& input_ids,
                                                                        const torch::Tensor& attention_mask) {
-  TORCH_CHECK(!is_training(), "the unpadded forward is for inference; training uses forward()");
   const auto p = Packing::from_mask(attention_mask);
   // The [CLS] rows: the packed tokens at position 0 of their sequence, one per row, in row order.
   auto cls_rows = (torch::remainder(p.index, p.seq) == 0).nonzero().squeeze(1);
@@ -190,7 +189,8 @@ torch::Tensor DistilBertForSequenceClassificationImpl::forward_packed(const torc
   // token's keys and values, and queries, attention output, LayerNorms and FFN for [CLS] alone. Same
   // numbers for [CLS]; about 10/12 of one layer's matrix work saved (some 14% of a 6-layer model).
   auto pooled = layers[last]->as<TransformerBlock>()->forward_cls(x, p, cls_rows);
-  return classifier(torch::relu(pre_classifier(pooled)));
+  pooled = torch::relu(pre_classifier(pooled));
+  return classifier(torch::dropout(pooled, seq_classif_dropout, is_training()));
 }
 
 void DistilBertForSequenceClassificationImpl::init_weights(double initializer_range, int64_t pad_token_id) {

@@ -17,7 +17,7 @@ namespace distrinews {
 // DistilBERT hard-codes LayerNorm's eps; it is not a config field.
 constexpr double kLayerNormEps = 1e-12;
 
-// Unpadded ("packed") inference: the real tokens of a padded batch as one [T, D] matrix. Linear layers,
+// Unpadded ("packed") compute: the real tokens of a padded batch as one [T, D] matrix. Linear layers,
 // LayerNorm and GELU act on each token alone, so they run on the T real tokens only; attention is the one
 // step that mixes tokens, and it alone works on the padded [B, S] layout, with the key mask. The result for
 // every real token is the padded forward's, with no compute spent on [PAD]: for news texts padded to the
@@ -100,8 +100,9 @@ struct DistilBertForSequenceClassificationImpl : torch::nn::Module {
   DistilBertForSequenceClassificationImpl(const dn_config& c);
   // Returns logits [B, num_labels].
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
-  // The same logits through the unpadded path (inference only; every row's position 0, [CLS], must be a
-  // real token, as the classifier reads it).
+  // The same logits through the unpadded path, for training and inference (every row's position 0,
+  // [CLS], must be a real token, as the classifier reads it). Dropout draws differ from forward()'s: it is
+  // applied to the packed tokens, so the random stream is consumed in another order.
   torch::Tensor forward_packed(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
   // Hugging Face's _init_weights: N(0, initializer_range) for Linear and Embedding weights, zero biases,
   // a zero padding row, LayerNorm weight 1 and bias 0.

@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define DN_ABI_VERSION 5
+#define DN_ABI_VERSION 6
 
 /* The shim is compiled with -fvisibility=hidden; only this ABI is exported. */
 #define DN_API __attribute__((visibility("default")))
@@ -41,7 +41,8 @@ extern "C" {
 
 /* Flags of dn_train_step and dn_predict. */
 #define DN_STEP_APPLY 1 /* after backward: clip gradients, AdamW step, zero gradients */
-#define DN_BF16 2       /* run the forward pass under bf16 autocast (training: CUDA only; prediction: CUDA or CPU) */
+#define DN_BF16 2       /* run the forward pass under bf16 autocast (CUDA or CPU; fp32 master weights and AdamW) */
+#define DN_PADDED 4     /* training: compute on the padded layout (the baseline) instead of the real tokens only */
 
 #define DN_MAX_NDIM 8
 
