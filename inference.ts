@@ -10,6 +10,8 @@ import { BertTokenizer } from "./data/tokenizer.ts";
 import { collate } from "./data/collate.ts";
 import type { DeviceSpec, DistilBertClassifier } from "./ffi/model.ts";
 import { type CheckpointFiles, loadModel } from "./weights/checkpoint.ts";
+import { resolvePretrained } from "./weights/pretrained_sources.ts";
+import { isBertConfig } from "./weights/bert.ts";
 import { exists } from "./util/fs.ts";
 
 /** One text's prediction, in the shape the CLI and the API print. */
@@ -45,9 +47,20 @@ export class TextClassifier implements Disposable {
     this.bundledTokenizer = bundledTokenizer;
   }
 
-  /** Loads a checkpoint directory (or weights file with config.json beside it) and its tokenizer. */
-  static async load(path: string, options: { device?: DeviceSpec | string } = {}): Promise<TextClassifier> {
-    const { model, files } = await loadModel(path, { device: options.device });
+  /**
+   * Loads a fine-tuned checkpoint and its tokenizer: a directory (or weights file with config.json beside
+   * it), or a Hugging Face model id (downloaded once into the Hub cache).
+   */
+  static async load(spec: string, options: { device?: DeviceSpec | string } = {}): Promise<TextClassifier> {
+    const source = await resolvePretrained(spec);
+    const config = JSON.parse(await Deno.readTextFile(source.configPath).catch(() => "null"));
+    if (config && typeof config === "object" && isBertConfig(config)) {
+      throw new Error(
+        `${spec} is a BERT encoder (${source.description}), not a fine-tuned DistilBERT classifier: ` +
+          `fine-tune it first, e.g. deno task train --pretrained ${spec}`,
+      );
+    }
+    const { model, files } = await loadModel(source.weightsPath, { device: options.device });
     try {
       const hasVocab = await exists(join(files.dir, "vocab.txt"));
       const tokenizer = hasVocab

@@ -7,9 +7,8 @@
 import { TextClassifier } from "./inference.ts";
 import { setNumThreads } from "./ffi/model.ts";
 import { parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
+import { DEFAULT_CHECKPOINT_HELP, defaultCheckpoint } from "./cli/checkpoints.ts";
 
-/** Where `deno task train` writes its checkpoint directory, and so where predict looks by default. */
-export const DEFAULT_CHECKPOINT = "checkpoints/distilbert_agnews";
 
 const USAGE = `Usage: deno task predict [options] [TEXT ...]
 
@@ -17,7 +16,8 @@ Classifies each TEXT (or, without TEXT arguments, each line of standard input) i
 and prints one JSON line per text.
 
 Options:
-  --checkpoint DIR   checkpoint directory or weights file (default ${DEFAULT_CHECKPOINT})
+  --checkpoint SRC   checkpoint directory or weights file, or a Hugging Face model id of a fine-tuned
+                     DistilBERT (default ${DEFAULT_CHECKPOINT_HELP})
   --device DEV       auto | cpu | cuda | cuda:N (default auto)
   --max-length N     tokens per text, [CLS] and [SEP] included (default 128)
   --batch-size N     texts per forward pass (default 32)
@@ -31,7 +31,7 @@ async function readStdinLines(): Promise<string[]> {
 
 async function main(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, {
-    checkpoint: { type: "string", default: DEFAULT_CHECKPOINT },
+    checkpoint: { type: "string" },
     device: { type: "string", default: "auto" },
     "max-length": { type: "string" },
     "batch-size": { type: "string" },
@@ -48,7 +48,9 @@ async function main(args: string[]): Promise<void> {
   const texts = positionals.length > 0 ? positionals : Deno.stdin.isTerminal() ? [] : await readStdinLines();
   if (texts.length === 0) throw new UsageError("no text to classify: pass TEXT arguments or lines on stdin");
 
-  using classifier = await TextClassifier.load(values.checkpoint!, { device: values.device });
+  using classifier = await TextClassifier.load(values.checkpoint ?? await defaultCheckpoint(), {
+    device: values.device,
+  });
   if (classifier.bundledTokenizer) {
     console.error(
       `note: ${classifier.files.dir} has no vocab.txt; using the bundled BERT uncased vocabulary`,

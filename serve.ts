@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { TextClassifier } from "./inference.ts";
 import { resolveDevice, setNumThreads, torchVersion } from "./ffi/model.ts";
 import { nonNegativeNumber, parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
-import { DEFAULT_CHECKPOINT } from "./predict.ts";
+import { DEFAULT_CHECKPOINT_HELP, defaultCheckpoint } from "./cli/checkpoints.ts";
 import { createApp } from "./server/app.ts";
 import { ServerMetrics } from "./server/metrics.ts";
 import { BatchedPredictor } from "./server/predictor.ts";
@@ -22,7 +22,8 @@ const USAGE = `Usage: deno task serve [options]
 Serves the classifier over HTTP: POST /predict, GET /health, /metrics, /openapi.json, and a page at /.
 
 Options:
-  --checkpoint DIR      checkpoint directory or weights file (default ${DEFAULT_CHECKPOINT})
+  --checkpoint SRC      checkpoint directory or weights file, or a Hugging Face model id of a fine-tuned
+                        DistilBERT (default ${DEFAULT_CHECKPOINT_HELP})
   --host HOST           interface to listen on (default 127.0.0.1; 0.0.0.0 in a container)
   --port N              port (default $PORT, else 7860, the Hugging Face Spaces port)
   --device DEV          auto | cpu | cuda | cuda:N (default auto: CUDA when available)
@@ -55,7 +56,7 @@ async function sha256File(path: string): Promise<string> {
 
 async function main(args: string[]): Promise<void> {
   const { values, positionals } = parseFlags(args, {
-    checkpoint: { type: "string", default: DEFAULT_CHECKPOINT },
+    checkpoint: { type: "string" },
     host: { type: "string", default: "127.0.0.1" },
     port: { type: "string" },
     device: { type: "string", default: "auto" },
@@ -103,7 +104,9 @@ async function main(args: string[]): Promise<void> {
   // Everything that can fail on a bad checkpoint happens before the port opens: a server that listens is
   // a server that can answer.
   const started = performance.now();
-  const classifier = await TextClassifier.load(values.checkpoint!, { device: values.device });
+  const classifier = await TextClassifier.load(values.checkpoint ?? await defaultCheckpoint(), {
+    device: values.device,
+  });
   const { files, model } = classifier;
   const weightsSha256 = await sha256File(files.weightsPath);
   const parameters = model.parameterCount();

