@@ -9,7 +9,6 @@ import { setNumThreads } from "./ffi/model.ts";
 import { parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
 import { DEFAULT_CHECKPOINT_HELP, defaultCheckpoint } from "./cli/checkpoints.ts";
 
-
 const USAGE = `Usage: deno task predict [options] [TEXT ...]
 
 Classifies each TEXT (or, without TEXT arguments, each line of standard input) into an AG News topic

@@ -64,7 +64,7 @@ Deno.test("predict fails cleanly: usage errors exit 2, a missing or corrupt chec
   await using tmp = await tempDir();
   const missing = await predict(["--checkpoint", join(tmp.path, "nope"), "text"]);
   assert.equal(missing.code, 1);
-  assert.match(missing.stderr, /checkpoint not found/);
+  assert.match(missing.stderr, /nope is neither an existing path nor a model id: no such file or folder/);
   assert.doesNotMatch(missing.stderr, / {4}at /, "no stack trace");
   const flag = await predict(["--bogus", "text"]);
   assert.equal(flag.code, 2);

@@ -64,7 +64,9 @@ async function fineTune(): Promise<void> {
     stdout: "inherit",
     stderr: "inherit",
   }).spawn().status;
-  if (!status.success) throw new Error(`the fine-tune failed (exit code ${status.code}); see its message above`);
+  if (!status.success) {
+    throw new Error(`the fine-tune failed (exit code ${status.code}); see its message above`);
+  }
 }
 
 if (import.meta.main) {
@@ -90,9 +92,11 @@ if (import.meta.main) {
     using classifier = await TextClassifier.load(DEMO_CHECKPOINT);
     console.log(`setup: classifying with ${DEMO_CHECKPOINT} on ${classifier.model.device}:`);
     const results = classifier.classify(HEADLINES);
-    results.forEach((r, i) => console.log(`  ${r.label.padEnd(8)} ${r.confidence.toFixed(2)}  ${HEADLINES[i]}`));
+    results.forEach((r, i) =>
+      console.log(`  ${r.label.padEnd(8)} ${r.confidence.toFixed(2)}  ${HEADLINES[i]}`)
+    );
     console.log(
-      "setup: done. Next: deno task serve (http://localhost:7860), deno task predict \"some headline\", " +
+      'setup: done. Next: deno task serve (http://localhost:7860), deno task predict "some headline", ' +
         "deno task test",
     );
   } catch (err) {

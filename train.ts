@@ -26,7 +26,8 @@ import { loadConfig, saveCheckpoint } from "./weights/checkpoint.ts";
 import { checkSameShape, loadPretrained, pretrainedTokenizer } from "./weights/pretrained.ts";
 import { exists, writeFileAtomic } from "./util/fs.ts";
 import { bf16Units, cpuHasAmxBf16 } from "./util/cpu.ts";
-import { readSafetensors, readSafetensorsMetadata, writeSafetensors } from "./weights/safetensors.ts";
+import { peakRssBytes } from "./util/memory.ts";
+import { readSafetensors, readSafetensorsMetadata, writeSafetensorsFile } from "./weights/safetensors.ts";
 import type { StateDict } from "./weights/tensor.ts";
 
 /** Names for a log line: all of them when few, else their top-level modules ("pooler.*, cls.*"). */
@@ -60,7 +61,7 @@ async function saveTrainState(path: string, model: DistilBertClassifier, loop: L
     format: "pt",
     ...Object.fromEntries(Object.entries(loop).map(([k, v]) => [k, String(v)])),
   };
-  await writeFileAtomic(path, writeSafetensors(entries, { ...metadata, world_size: String(worldSize) }));
+  await writeSafetensorsFile(path, entries, { ...metadata, world_size: String(worldSize) });
 }
 
 async function loadTrainState(
@@ -342,6 +343,9 @@ async function main(args: string[]): Promise<void> {
         `not used: ${pretrained.dropped.length + report.unexpected.length} tensors` +
         (pretrained.dropped.length ? ` (${summarizeKeys(pretrained.dropped)})` : ""),
     );
+    // The weights live in the native model now: drop the TypeScript copies rather than carry them
+    // (90 MB for MiniLM, 270 MB for DistilBERT) through the whole run.
+    pretrained.state.clear();
   } else {
     log("weights: none given, training from scratch (pass --pretrained for a fine-tuning run)");
   }
@@ -457,6 +461,7 @@ async function main(args: string[]): Promise<void> {
         train_accuracy: global.accuracy,
         samples: global.count,
         seconds,
+        peak_rss_bytes: peakRssBytes(),
       });
 
       // --- evaluation: each rank scores a disjoint slice of the test set (no padding duplicates), then
@@ -483,7 +488,8 @@ async function main(args: string[]): Promise<void> {
           `| ${(global.count / seconds).toFixed(1)} samples/s, ${seconds.toFixed(1)} s | eval loss ${
             evalLoss.toFixed(4)
           } ` +
-          `acc ${(report.accuracy * 100).toFixed(2)}% macro-F1 ${report.macroF1.toFixed(4)}`,
+          `acc ${(report.accuracy * 100).toFixed(2)}% macro-F1 ${report.macroF1.toFixed(4)}` +
+          (peakRssBytes() ? ` | peak memory ${(peakRssBytes()! / 2 ** 30).toFixed(2)} GiB` : ""),
       );
 
       // --- checkpoint: rank 0 writes; the others wait at the barrier so nobody races ahead (or exits)

@@ -8,7 +8,8 @@ import { exists } from "./util/fs.ts";
 import { loadSafetensors } from "./weights/safetensors.ts";
 import { collate } from "./data/collate.ts";
 import { BertTokenizer } from "./data/tokenizer.ts";
-import { assertClose, referenceLogits, ROOT, tempDir, writeBatchJson } from "./tests/helpers.ts";
+import { assertClose, pythonJson, referenceLogits, ROOT, tempDir, writeBatchJson } from "./tests/helpers.ts";
+import { cpuHasAmxBf16 } from "./util/cpu.ts";
 
 const TINY = join(ROOT, "tests", "fixtures", "tiny_config.json");
 
@@ -193,4 +194,116 @@ Deno.test("train --resume after a kill mid-run ends with the same parameters as 
   }
   const records = await readMetrics(join(`${output}-logs`, "metrics.jsonl"));
   assert.deepEqual(records.filter((r) => r.event === "eval").map((r) => r.epoch), [1, 2, 3, 4, 5]);
+});
+
+/** A random tiny transformers BertModel saved with save_pretrained into `dir` (our vocabulary's size). */
+async function tinyBert(dir: string, overrides: Record<string, unknown> = {}): Promise<void> {
+  await pythonJson(
+    `
+import json, sys, torch
+from transformers import BertConfig, BertModel
+a = json.load(sys.stdin)
+torch.manual_seed(0)
+cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=64, max_position_embeddings=64, **a["overrides"])
+BertModel(cfg).save_pretrained(a["out"])
+print("{}")
+`,
+    { out: dir, overrides },
+  );
+}
+
+Deno.test("train --pretrained: a BERT encoder gives the architecture, its weights and a DistilBERT checkpoint", async () => {
+  await using tmp = await tempDir();
+  const data = await dataDir(tmp.path);
+  const bert = join(tmp.path, "bert");
+  await tinyBert(bert);
+  const output = join(tmp.path, "ckpt");
+  const flags = [
+    "--data",
+    data,
+    "--pretrained",
+    bert,
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--output",
+    output,
+  ];
+  const out = await run(["train.ts", ...flags], { DISTRINEWS_CACHE: join(tmp.path, "cache") }).output();
+  const stdout = decode(out.stdout);
+  assert.equal(out.code, 0, decode(out.stderr));
+  assert.match(stdout, /BERT weights mapped onto DistilBERT/);
+  assert.match(stdout, /newly initialised: pre_classifier.weight, pre_classifier.bias, classifier.weight/);
+  assert.match(stdout, /pooler\.dense\.weight/, "the dropped pooler is reported");
+  // No --model: the network is the BERT's shape (width 32, 2 layers, FFN 64), saved as DistilBERT.
+  const config = JSON.parse(await Deno.readTextFile(join(output, "config.json")));
+  assert.deepEqual(
+    [
+      config.model_type,
+      config.dim,
+      config.n_layers,
+      config.n_heads,
+      config.hidden_dim,
+      config.max_position_embeddings,
+    ],
+    ["distilbert", 32, 2, 4, 64, 64],
+  );
+  assert.deepEqual(Object.values(config.id2label), ["World", "Sports", "Business", "Sci/Tech"]);
+  // The encoder started from the BERT's weights: the mapped word embeddings moved only by training.
+  const before = await loadSafetensors(join(bert, "model.safetensors"));
+  const after = await loadSafetensors(join(output, "model.safetensors"));
+  const a = new Float32Array(before.get("embeddings.word_embeddings.weight")!.data.slice().buffer);
+  const b = new Float32Array(after.get("distilbert.embeddings.word_embeddings.weight")!.data.slice().buffer);
+  assertClose(
+    a.subarray(0, 32 * 50),
+    b.subarray(0, 32 * 50),
+    1e-3,
+    "unused tokens' embeddings after one epoch",
+  );
+});
+
+Deno.test("train --pretrained refuses what it cannot use: another shape, another activation, no weights", async () => {
+  await using tmp = await tempDir();
+  const data = await dataDir(tmp.path);
+  const bert = join(tmp.path, "bert");
+  await tinyBert(bert);
+  const common = ["--data", data, "--epochs", "1", "--output", join(tmp.path, "out")];
+  const shape = await run(["train.ts", ...common, "--pretrained", bert, "--model", "distilbert-small"])
+    .output();
+  assert.equal(shape.code, 1);
+  assert.match(decode(shape.stderr), /do not fit --model:\n\s+--model: .*dim \d+[\s\S]*pretrained: .*dim 32/);
+  const relu = join(tmp.path, "relu");
+  await tinyBert(relu, { hidden_act: "relu" });
+  const act = await run(["train.ts", ...common, "--pretrained", relu]).output();
+  assert.equal(act.code, 1);
+  assert.match(decode(act.stderr), /hidden_act="relu" is not supported/);
+  const empty = join(tmp.path, "empty");
+  await Deno.mkdir(empty);
+  await Deno.copyFile(join(bert, "config.json"), join(empty, "config.json"));
+  const none = await run(["train.ts", ...common, "--pretrained", empty]).output();
+  assert.equal(none.code, 1);
+  assert.match(decode(none.stderr), /has no weights/);
+  for (const r of [shape, act, none]) assert.doesNotMatch(decode(r.stderr), / {4}at /, "no stack trace");
+});
+
+Deno.test("train --bf16 on a CPU runs only where it pays (AMX); elsewhere it says why and exits 2", async () => {
+  await using tmp = await tempDir();
+  const data = await dataDir(tmp.path);
+  const flags = ["--data", data, "--model", TINY, "--epochs", "1", "--device", "cpu", "--bf16"];
+  const out = await run(["train.ts", ...flags, "--output", join(tmp.path, "out")], {
+    DISTRINEWS_CACHE: join(tmp.path, "cache"),
+  }).output();
+  if (cpuHasAmxBf16()) {
+    assert.equal(out.code, 0, decode(out.stderr));
+  } else {
+    assert.equal(out.code, 2);
+    assert.match(decode(out.stderr), /--bf16 would make training slower on this CPU.*no AMX/);
+    // Forced, it trains (the measurement path), in bf16 autocast with fp32 weights.
+    const forced = await run(["train.ts", ...flags, "--force-bf16", "--output", join(tmp.path, "forced")], {
+      DISTRINEWS_CACHE: join(tmp.path, "cache"),
+    }).output();
+    assert.equal(forced.code, 0, decode(forced.stderr));
+  }
 });

@@ -350,6 +350,8 @@ export interface EpochRecord extends RecordBase {
   samples: number;
   /** Wall-clock seconds the epoch took. */
   seconds: number;
+  /** Rank 0's peak resident memory so far, in bytes (Linux; absent elsewhere). */
+  peak_rss_bytes?: number;
 }
 
 /** An evaluation pass. */

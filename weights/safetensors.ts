@@ -86,14 +86,11 @@ export async function loadSafetensors(path: string): Promise<StateDict> {
   return readSafetensors(await Deno.readFile(path), path);
 }
 
-/**
- * Serialises a state_dict as safetensors (tensors in the map's order, header padded with spaces to a
- * multiple of 8 as the reference implementation does, so data stay aligned).
- */
-export function writeSafetensors(
+/** The 8-byte length, the JSON header (space-padded to a multiple of 8) and the data size of `state`. */
+function encodeHeader(
   state: StateDict,
-  metadata: Record<string, string> = { format: "pt" },
-): Uint8Array {
+  metadata: Record<string, string>,
+): { prefix: Uint8Array; dataBytes: number } {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const [name, t] of state) {
@@ -104,20 +101,57 @@ export function writeSafetensors(
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + size] };
     offset += size;
   }
-  let json = new TextEncoder().encode(JSON.stringify(header));
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  // Padded with spaces as the reference implementation does, so the data that follow stay aligned.
   const padded = Math.ceil(json.length / 8) * 8;
-  if (padded !== json.length) {
-    const spaces = new Uint8Array(padded).fill(0x20);
-    spaces.set(json);
-    json = spaces;
-  }
-  const out = new Uint8Array(8 + json.length + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true);
-  out.set(json, 8);
-  let at = 8 + json.length;
+  const prefix = new Uint8Array(8 + padded).fill(0x20);
+  new DataView(prefix.buffer).setBigUint64(0, BigInt(padded), true);
+  prefix.set(json, 8);
+  return { prefix, dataBytes: offset };
+}
+
+/**
+ * Serialises a state_dict as safetensors (tensors in the map's order, header padded with spaces to a
+ * multiple of 8 as the reference implementation does, so data stay aligned).
+ */
+export function writeSafetensors(
+  state: StateDict,
+  metadata: Record<string, string> = { format: "pt" },
+): Uint8Array {
+  const { prefix, dataBytes } = encodeHeader(state, metadata);
+  const out = new Uint8Array(prefix.length + dataBytes);
+  out.set(prefix);
+  let at = prefix.length;
   for (const t of state.values()) {
     out.set(t.data, at);
     at += t.data.byteLength;
   }
   return out;
+}
+
+/**
+ * Writes `state` as a safetensors file, atomically (a temporary sibling, fsync, rename), tensor by tensor:
+ * unlike {@link writeSafetensors} it never holds a second copy of the whole state in memory, which is what
+ * keeps a checkpoint save from raising a training run's peak memory.
+ */
+export async function writeSafetensorsFile(
+  path: string,
+  state: StateDict,
+  metadata: Record<string, string> = { format: "pt" },
+): Promise<void> {
+  const { prefix } = encodeHeader(state, metadata);
+  const tmp = `${path}.${crypto.randomUUID()}.tmp`;
+  try {
+    using file = await Deno.open(tmp, { write: true, createNew: true });
+    const writeAll = async (bytes: Uint8Array) => {
+      for (let off = 0; off < bytes.byteLength;) off += await file.write(bytes.subarray(off));
+    };
+    await writeAll(prefix);
+    for (const t of state.values()) await writeAll(t.data);
+    await file.sync();
+    await Deno.rename(tmp, path);
+  } catch (err) {
+    await Deno.remove(tmp).catch(() => {});
+    throw err;
+  }
 }
