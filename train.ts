@@ -10,7 +10,7 @@
 import { join } from "node:path";
 import { nonNegativeNumber, parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
 import { AG_NEWS_LABELS, DISTILBERT_BASE_UNCASED, type DistilBertConfig, PRESETS } from "./ffi/config.ts";
-import { cudaDeviceCount, DistilBertClassifier, setNumThreads } from "./ffi/model.ts";
+import { cudaDeviceCount, DistilBertClassifier, resolveDevice, setNumThreads } from "./ffi/model.ts";
 import { ProcessGroup, processGroupOptionsFromEnv } from "./ffi/process_group.ts";
 import { loadAgNews, type NewsRecord, subset } from "./data/ag_news.ts";
 import { BertTokenizer } from "./data/tokenizer.ts";
@@ -23,7 +23,7 @@ import { evaluate } from "./training/evaluate.ts";
 import { Progress } from "./training/progress.ts";
 import { pointsFromMetrics, renderChart } from "./training/chart.ts";
 import { loadConfig, saveCheckpoint } from "./weights/checkpoint.ts";
-import { checkSameShape, loadPretrained, pretrainedTokenizer } from "./weights/pretrained.ts";
+import { checkSameShape, describeShape, loadPretrained, pretrainedTokenizer } from "./weights/pretrained.ts";
 import { exists, writeFileAtomic } from "./util/fs.ts";
 import { bf16Units, cpuHasAmxBf16 } from "./util/cpu.ts";
 import { peakRssBytes } from "./util/memory.ts";
@@ -60,6 +60,8 @@ async function saveTrainState(path: string, model: DistilBertClassifier, loop: L
   const metadata = {
     format: "pt",
     ...Object.fromEntries(Object.entries(loop).map(([k, v]) => [k, String(v)])),
+    // The network it belongs to, so that --resume with other --model/--pretrained flags says so plainly.
+    model: describeShape(model.config),
   };
   await writeSafetensorsFile(path, entries, { ...metadata, world_size: String(worldSize) });
 }
@@ -74,6 +76,12 @@ async function loadTrainState(
   const meta = readSafetensorsMetadata(bytes, path);
   if (Number(meta.world_size) !== worldSize) {
     throw new Error(`--resume: ${path} was saved by ${meta.world_size} rank(s), this run has ${worldSize}`);
+  }
+  if (meta.model !== undefined && meta.model !== describeShape(model.config)) {
+    throw new Error(
+      `--resume: ${path} was saved for another network (${meta.model}); this run builds ` +
+        `${describeShape(model.config)}: pass the --model/--pretrained of the run being resumed`,
+    );
   }
   const state = readSafetensors(bytes, path);
   const weights: StateDict = new Map(), rest: StateDict = new Map();
@@ -256,8 +264,8 @@ async function loadSplit(source: string, split: "train" | "test", size: number |
  * (on a 2-core VM with avx512_bf16 but no AMX, PyTorch's own bf16 autocast training step of MiniLM ran at
  * 0.53x the speed of fp32). So the flag is refused there, with the reason, unless forced.
  */
-function checkCpuBf16(device: string, options: TrainOptions): void {
-  if (!options.bf16 || device.startsWith("cuda") || options.forceBf16 || cpuHasAmxBf16()) return;
+function checkCpuBf16(onCuda: boolean, options: TrainOptions): void {
+  if (!options.bf16 || onCuda || options.forceBf16 || cpuHasAmxBf16()) return;
   const units = bf16Units();
   throw new UsageError(
     `--bf16 would make training slower on this CPU, so it stays fp32: it has ${
@@ -272,7 +280,7 @@ function checkCpuBf16(device: string, options: TrainOptions): void {
  * The network and its starting weights: --model names a shape, --pretrained brings weights (and, without
  * --model, the shape too). The classes are always AG News's, whatever the source was trained for.
  */
-async function modelSetup(options: TrainOptions) {
+async function modelSetup(options: TrainOptions, log: (message: string) => void) {
   const explicit = options.model ? await presetOrFile(options.model) : undefined;
   const pretrained = options.pretrained
     ? await loadPretrained(options.pretrained, { id2label: [...AG_NEWS_LABELS] })
@@ -283,7 +291,7 @@ async function modelSetup(options: TrainOptions) {
     id2label: [...AG_NEWS_LABELS],
   };
   const tokenizer = pretrained
-    ? await pretrainedTokenizer(pretrained.source.dir, config)
+    ? await pretrainedTokenizer(pretrained.source.dir, config, log)
     : await BertTokenizer.bundled();
   return { config, pretrained, tokenizer };
 }
@@ -304,7 +312,16 @@ async function main(args: string[]): Promise<void> {
   }
 
   // --- model config and pretrained weights first: they bound the sequence length and bring the tokenizer
-  const { config, pretrained, tokenizer } = await modelSetup(options);
+  // --- the device first: it decides whether bf16 is allowed, before anything is downloaded.
+  // Under DDP each process owns one GPU, cuda:LOCAL_RANK (its index on this node), when there are GPUs.
+  const localRank = Number(Deno.env.get("LOCAL_RANK") ?? 0);
+  const wantsCuda = options.device === "auto" || options.device === "cuda";
+  const device = worldSize > 1 && wantsCuda
+    ? (await cudaDeviceCount() > 0 ? `cuda:${localRank}` : "cpu")
+    : options.device;
+  checkCpuBf16(await resolveDevice(device) >= 0, options);
+
+  const { config, pretrained, tokenizer } = await modelSetup(options, log);
   const maxLength = Math.min(options.maxLength, config.max_position_embeddings);
   if (maxLength < options.maxLength) log(`max length capped at the model's ${maxLength} positions`);
 
@@ -320,24 +337,24 @@ async function main(args: string[]): Promise<void> {
   log(`data: ${train.length} training rows, ${test.length} test rows (max length ${maxLength})`);
 
   // --- model
-  // Under DDP each process owns one GPU, cuda:LOCAL_RANK (its index on this node), when there are GPUs.
-  const localRank = Number(Deno.env.get("LOCAL_RANK") ?? 0);
-  const wantsCuda = options.device === "auto" || options.device === "cuda";
-  const device = worldSize > 1 && wantsCuda
-    ? (await cudaDeviceCount() > 0 ? `cuda:${localRank}` : "cpu")
-    : options.device;
-  checkCpuBf16(device, options);
   using model = await DistilBertClassifier.create(config, {
     device,
     seed: options.seed + rank, // different per rank on purpose: DDP's broadcast makes them equal
   });
-  if (pretrained) {
+  if (pretrained && options.resume) {
+    // The training state holds every weight; the pretrained source only gave the shape and tokenizer.
+    log(`weights: from the training state (started from ${pretrained.source.description})`);
+    pretrained.state.clear();
+  } else if (pretrained) {
     const report = model.loadStateDict(pretrained.state, {
       strict: false,
       source: pretrained.source.weightsPath,
     });
     const mapped = pretrained.family === "bert" ? ", BERT weights mapped onto DistilBERT" : "";
     log(`weights: ${pretrained.source.description}${mapped} (${pretrained.source.weightsPath})`);
+    if (pretrained.keptHead) {
+      log(`  kept the source's ${config.id2label.length}-class head (same number of classes)`);
+    }
     log(
       `  newly initialised: ${report.missing.join(", ") || "none"}; ` +
         `not used: ${pretrained.dropped.length + report.unexpected.length} tensors` +
@@ -489,7 +506,8 @@ async function main(args: string[]): Promise<void> {
             evalLoss.toFixed(4)
           } ` +
           `acc ${(report.accuracy * 100).toFixed(2)}% macro-F1 ${report.macroF1.toFixed(4)}` +
-          (peakRssBytes() ? ` | peak memory ${(peakRssBytes()! / 2 ** 30).toFixed(2)} GiB` : ""),
+          (peakRssBytes() ? ` | peak memory ${(peakRssBytes()! / 2 ** 30).toFixed(2)} GiB` : "") +
+          (worldSize > 1 && peakRssBytes() ? " (rank 0)" : ""),
       );
 
       // --- checkpoint: rank 0 writes; the others wait at the barrier so nobody races ahead (or exits)

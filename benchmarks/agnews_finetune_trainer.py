@@ -67,6 +67,11 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument(
+        "--group-by-length",
+        action="store_true",
+        help="TrainingArguments(group_by_length=True): the Trainer's own length grouping (off by default)",
+    )
     p.add_argument("--predictions", help="also write the predicted label of every test row to this JSON file")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "max_length", "threads", "eval_batch_size"):
@@ -218,6 +223,7 @@ def main(argv=None):
             logging_strategy="no",  # no per-step logging; the mean training loss is still returned
             dataloader_num_workers=0,  # collate in the training process, as our side does
             disable_tqdm=True,
+            group_by_length=args.group_by_length,
         )
         trainer = Trainer(
             model=model,
@@ -253,6 +259,7 @@ def main(argv=None):
     rows = len(train)
     result = {
         "tool": "hf_trainer",
+        "group_by_length": args.group_by_length,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

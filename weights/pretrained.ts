@@ -25,7 +25,12 @@ export interface PretrainedWeights {
   family: "distilbert" | "bert";
   /** Tensors of the source that have no place in DistilBERT (pooler, MLM head, ...), by original name. */
   dropped: string[];
+  /** True when the source's own classification head is kept (a DistilBERT classifier with as many classes). */
+  keptHead: boolean;
 }
+
+/** DistilBertForSequenceClassification's head: what a fine-tune for other classes starts afresh. */
+const HEAD_PREFIXES = ["pre_classifier.", "classifier."];
 
 /** The fields that make two configs the same network (dropouts and labels may differ). */
 const SHAPE_FIELDS = [
@@ -57,7 +62,7 @@ export function checkSameShape(explicit: DistilBertConfig, pretrained: DistilBer
 async function readConfig(
   path: string,
   id2label?: string[],
-): Promise<{ config: DistilBertConfig; bert: boolean }> {
+): Promise<{ config: DistilBertConfig; bert: boolean; sourceLabels: number }> {
   let json: unknown;
   try {
     json = JSON.parse(await Deno.readTextFile(path));
@@ -68,9 +73,15 @@ async function readConfig(
     throw new Error(`${path}: expected a JSON object`);
   }
   const raw = json as Record<string, unknown>;
-  if (isBertConfig(raw)) return { config: bertConfigToDistilBert(raw, path, id2label), bert: true };
+  if (isBertConfig(raw)) {
+    return { config: bertConfigToDistilBert(raw, path, id2label), bert: true, sourceLabels: 0 };
+  }
   const config = parseConfig(raw, path);
-  return { config: id2label ? { ...config, id2label: [...id2label] } : config, bert: false };
+  return {
+    config: id2label ? { ...config, id2label: [...id2label] } : config,
+    bert: false,
+    sourceLabels: config.id2label.length,
+  };
 }
 
 /**
@@ -82,21 +93,62 @@ export async function loadPretrained(
   options: { id2label?: string[]; resolve?: ResolveOptions } = {},
 ): Promise<PretrainedWeights> {
   const source = await resolvePretrained(spec, options.resolve);
-  const { config, bert } = await readConfig(source.configPath, options.id2label);
+  const { config, bert, sourceLabels } = await readConfig(source.configPath, options.id2label);
   const raw = await loadStateDictFile(source.weightsPath);
-  if (!bert) return { source, config, state: raw, family: "distilbert", dropped: [] };
-  const { state, dropped } = bertStateDictToDistilBert(raw, source.weightsPath);
-  return { source, config, state, family: "bert", dropped };
+  if (bert) {
+    const { state, dropped } = bertStateDictToDistilBert(raw, source.weightsPath);
+    checkLayers(state, config, source.weightsPath);
+    return { source, config, state, family: "bert", dropped, keptHead: false };
+  }
+  // A DistilBERT classifier for as many classes keeps its head (an AG News checkpoint, or a run's own
+  // starting point); for another number of classes the head cannot fit and starts afresh, as with
+  // transformers' ignore_mismatched_sizes. A bare DistilBertModel or MLM checkpoint has no head anyway.
+  const head = [...raw.keys()].filter((k) => HEAD_PREFIXES.some((p) => k.startsWith(p)));
+  const keptHead = head.length > 0 && sourceLabels === config.id2label.length;
+  if (!keptHead) { for (const k of head) raw.delete(k); }
+  checkLayers(raw, config, source.weightsPath);
+  return { source, config, state: raw, family: "distilbert", dropped: keptHead ? [] : head, keptHead };
+}
+
+/**
+ * The transformer layers a state holds must be exactly the config's n_layers: a checkpoint with fewer
+ * would leave layers at their random start under a non-strict load, one with more would lose some.
+ */
+function checkLayers(state: StateDict, config: DistilBertConfig, source: string): void {
+  const layers = new Set<number>();
+  for (const key of state.keys()) {
+    const m = /(?:^|\.)transformer\.layer\.(\d+)\./.exec(key);
+    if (m) layers.add(Number(m[1]));
+  }
+  if (layers.size === 0) return; // not a recognisable backbone: the load reports what is missing
+  const expected = Array.from({ length: config.n_layers }, (_, i) => i);
+  if (layers.size !== config.n_layers || !expected.every((i) => layers.has(i))) {
+    throw new Error(
+      `${source}: holds transformer layers ${[...layers].sort((a, b) => a - b).join(", ")} but its config ` +
+        `says n_layers ${config.n_layers}`,
+    );
+  }
 }
 
 /**
  * The tokenizer that goes with a pretrained folder: its own vocab.txt (and tokenizer_config.json) when it
  * has one, else the bundled BERT uncased vocabulary. Refuses a vocabulary larger than the model's.
  */
-export async function pretrainedTokenizer(dir: string, config: DistilBertConfig): Promise<BertTokenizer> {
-  const tokenizer = await exists(join(dir, "vocab.txt"))
-    ? await BertTokenizer.fromHuggingFaceDir(dir)
-    : await BertTokenizer.bundled();
+export async function pretrainedTokenizer(
+  dir: string,
+  config: DistilBertConfig,
+  warn: (message: string) => void = () => {},
+): Promise<BertTokenizer> {
+  const hasVocab = await exists(join(dir, "vocab.txt"));
+  if (!hasVocab && await exists(join(dir, "tokenizer.json"))) {
+    // tokenizer.json may describe any tokenizer; guessing it is BERT uncased would train on wrong ids.
+    throw new Error(
+      `${dir} has a tokenizer.json but no vocab.txt: only BERT WordPiece tokenizers given as vocab.txt are ` +
+        `supported (add the model's vocab.txt to the folder)`,
+    );
+  }
+  if (!hasVocab) warn(`note: ${dir} has no tokenizer files; using the bundled BERT uncased vocabulary`);
+  const tokenizer = hasVocab ? await BertTokenizer.fromHuggingFaceDir(dir) : await BertTokenizer.bundled();
   if (tokenizer.vocabSize > config.vocab_size) {
     throw new Error(
       `${dir}: the tokenizer has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}`,

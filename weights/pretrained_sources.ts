@@ -197,8 +197,11 @@ export async function resolvePretrained(
     return { kind: "local", ...files, description: `local ${resolve(path)}` };
   }
   const [id, revision] = splitRevision(spec);
+  // A relative path inside a folder that exists here (checkpoints/run1, runs/best) is a local path that is
+  // missing, not a Hub id: it must never turn into a request for someone else's repository.
+  const inLocalFolder = id.includes("/") && await isDirectory(id.split("/")[0]);
   const pathLike = isAbsolute(path) || /^\.\.?([/\\]|$)/.test(spec) || spec.includes("\\") ||
-    spec.startsWith("~") || (!id.includes("/") && FILE_LIKE.test(id));
+    spec.startsWith("~") || (!id.includes("/") && FILE_LIKE.test(id)) || inLocalFolder;
   if (!pathLike && hubId(id) && !await interruptedSave(path)) {
     const note = `no local path ${spec} exists either` +
       (id.includes("/") ? "" : `, nor is it a known short name (${known()})`);
