@@ -81,3 +81,33 @@ Deno.test("predict fails cleanly: usage errors exit 2, a missing or corrupt chec
   assert.equal(corrupt.code, 1);
   assert.match(corrupt.stderr, /not a valid safetensors file/);
 });
+
+Deno.test("predict without a checkpoint says how to make one; local-looking names never reach the Hub", async () => {
+  await using tmp = await tempDir();
+  await Deno.mkdir(join(tmp.path, "checkpoints"));
+  const script = new URL("./predict.ts", import.meta.url).pathname;
+  // An endpoint nobody listens on: were a name sent to the Hub, the message would be a connection error.
+  const run = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", script, ...args],
+      cwd: tmp.path,
+      stdout: "piped",
+      stderr: "piped",
+      env: { HF_ENDPOINT: "http://127.0.0.1:9", HF_HUB_CACHE: join(tmp.path, "hub") },
+    }).output();
+  const none = await run(["a headline"]);
+  assert.equal(none.code, 1);
+  assert.match(new TextDecoder().decode(none.stderr), /no checkpoint yet: .*Run \.\/setup\.sh/);
+  const typo = await run(["--checkpoint", "checkpoints/best", "a headline"]);
+  assert.equal(typo.code, 1);
+  assert.match(
+    new TextDecoder().decode(typo.stderr),
+    /checkpoints\/best is neither an existing path nor a model id/,
+  );
+  const encoder = await run(["--checkpoint", "minilm", "a headline"]);
+  assert.equal(encoder.code, 1);
+  assert.match(
+    new TextDecoder().decode(encoder.stderr),
+    /minilm is a pretrained encoder, not a fine-tuned classifier/,
+  );
+});

@@ -307,3 +307,19 @@ Deno.test("train --bf16 on a CPU runs only where it pays (AMX); elsewhere it say
     assert.equal(forced.code, 0, decode(forced.stderr));
   }
 });
+
+Deno.test("train --resume refuses a training state saved for another network, naming both", async () => {
+  await using tmp = await tempDir();
+  const data = await dataDir(tmp.path);
+  const output = join(tmp.path, "ckpt");
+  const common = ["--data", data, "--epochs", "1", "--batch-size", "32", "--output", output];
+  const env = { DISTRINEWS_CACHE: join(tmp.path, "cache") };
+  const first = await run(["train.ts", ...common, "--model", TINY], env).output();
+  assert.equal(first.code, 0, decode(first.stderr));
+  const resumed = await run(["train.ts", ...common, "--model", "distilbert-small", "--resume"], env).output();
+  assert.equal(resumed.code, 1);
+  assert.match(
+    decode(resumed.stderr),
+    /was saved for another network \(.*dim 32.*\); this run builds .*dim 256/,
+  );
+});
