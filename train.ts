@@ -25,7 +25,7 @@ import { pointsFromMetrics, renderChart } from "./training/chart.ts";
 import { loadConfig, saveCheckpoint } from "./weights/checkpoint.ts";
 import { checkSameShape, describeShape, loadPretrained, pretrainedTokenizer } from "./weights/pretrained.ts";
 import { exists, writeFileAtomic } from "./util/fs.ts";
-import { bf16Units, cpuHasAmxBf16 } from "./util/cpu.ts";
+import { bf16Units, cpuHasNativeBf16 } from "./util/cpu.ts";
 import { peakRssBytes } from "./util/memory.ts";
 import { readSafetensors, readSafetensorsMetadata, writeSafetensorsFile } from "./weights/safetensors.ts";
 import type { StateDict } from "./weights/tensor.ts";
@@ -140,8 +140,8 @@ Run:
   --backend NAME        DDP backend: nccl (default for CUDA models) or gloo (default for CPU models)
   --threads N           libtorch threads per process
   --bf16                bf16 autocast (fp32 master weights and AdamW). On CPUs only where it pays: with
-                        AMX (amx_bf16); elsewhere it is refused with the reason
-  --force-bf16          run --bf16 on a CPU without AMX anyway (slower than fp32; for measurements)
+                        native bf16 instructions (avx512_bf16 or amx_bf16); elsewhere refused with the reason
+  --force-bf16          run --bf16 on a CPU without them anyway (slower than fp32; for measurements)
   --padded-compute      compute on padded batches (the baseline; default: real tokens only)
   -h, --help            this help`;
 
@@ -260,18 +260,19 @@ async function loadSplit(source: string, split: "train" | "test", size: number |
 }
 
 /**
- * bf16 on a CPU pays only with AMX: without it, autocast's casts cost more than bf16 matrix products save
- * (on a 2-core VM with avx512_bf16 but no AMX, PyTorch's own bf16 autocast training step of MiniLM ran at
- * 0.53x the speed of fp32). So the flag is refused there, with the reason, unless forced.
+ * bf16 on a CPU pays only where the CPU multiplies bf16 natively (AVX-512-BF16 or AMX): there our bf16
+ * training step measured 2.2x the samples/s of fp32 at the same accuracy (benchmarks/results/
+ * agnews_finetune_cpu.md, a CPU with AVX-512-BF16 and no AMX). Elsewhere bf16 is converted to fp32 and back
+ * and autocast's casts make it slower, so the flag is refused there, with the reason, unless forced.
  */
 function checkCpuBf16(onCuda: boolean, options: TrainOptions): void {
-  if (!options.bf16 || onCuda || options.forceBf16 || cpuHasAmxBf16()) return;
-  const units = bf16Units();
+  if (!options.bf16 || onCuda || options.forceBf16 || cpuHasNativeBf16()) return;
   throw new UsageError(
-    `--bf16 would make training slower on this CPU, so it stays fp32: it has ${
-      units.length ? units.join(", ") : "no bf16 units"
-    } but no AMX (amx_bf16). Without AMX, bf16 matrix products run at about fp32's speed and autocast adds ` +
-      `a cast per layer (PyTorch's own bf16 training step measured 0.53x fp32 on such a CPU). ` +
+    `--bf16 would make training slower on this CPU, so it stays fp32: it has no native bf16 instructions ` +
+      `(neither avx512_bf16 nor amx_bf16${
+        bf16Units().length ? `; it has ${bf16Units().join(", ")}` : ""
+      }), ` +
+      `so bf16 values would be converted to fp32 for every product and back, on top of autocast's casts. ` +
       `Pass --force-bf16 to measure it anyway.`,
   );
 }
@@ -311,7 +312,6 @@ async function main(args: string[]): Promise<void> {
     await setNumThreads(positiveInt("OMP_NUM_THREADS", Deno.env.get("OMP_NUM_THREADS"), 1));
   }
 
-  // --- model config and pretrained weights first: they bound the sequence length and bring the tokenizer
   // --- the device first: it decides whether bf16 is allowed, before anything is downloaded.
   // Under DDP each process owns one GPU, cuda:LOCAL_RANK (its index on this node), when there are GPUs.
   const localRank = Number(Deno.env.get("LOCAL_RANK") ?? 0);
@@ -321,6 +321,7 @@ async function main(args: string[]): Promise<void> {
     : options.device;
   checkCpuBf16(await resolveDevice(device) >= 0, options);
 
+  // --- model config and pretrained weights next: they bound the sequence length and bring the tokenizer
   const { config, pretrained, tokenizer } = await modelSetup(options, log);
   const maxLength = Math.min(options.maxLength, config.max_position_embeddings);
   if (maxLength < options.maxLength) log(`max length capped at the model's ${maxLength} positions`);
