@@ -45,6 +45,7 @@ const RUN_NAMES = [
   "ours",
   "trainer",
   "trainer_grouped",
+  "nogroup",
   "baseline",
   "ddp2",
   "scratch",
@@ -382,6 +383,10 @@ async function main(args: string[]) {
     ours: () => ours("ours", "our defaults: length-grouped batches, real tokens only; fp32, 1 x 2"),
     trainer: () => trainer("trainer", SEED),
     trainer_grouped: () => trainer("trainer_grouped", SEED, true),
+    nogroup: () =>
+      ours("nogroup", "real tokens only, batches in sampler order (no length grouping); fp32, 1 x 2", {
+        extra: ["--no-group-by-length"],
+      }),
     baseline: () =>
       ours("baseline", "batches in sampler order, compute on padded batches; fp32, 1 x 2", {
         extra: ["--no-group-by-length", "--padded-compute"],
@@ -397,6 +402,11 @@ async function main(args: string[]) {
   for (const seed of seeds.slice(1)) {
     plans[`ours_s${seed}`] = () => ours(`ours_s${seed}`, `our defaults, fp32, 1 x 2, seed ${seed}`, { seed });
     plans[`trainer_s${seed}`] = () => trainer(`trainer_s${seed}`, seed);
+    plans[`nogroup_s${seed}`] = () =>
+      ours(`nogroup_s${seed}`, `no length grouping, fp32, 1 x 2, seed ${seed}`, {
+        seed,
+        extra: ["--no-group-by-length"],
+      });
   }
   // The headline run goes last: it is the long one.
   const names = Object.keys(plans).sort((a, b) => Number(a === "headline") - Number(b === "headline"));
@@ -493,16 +503,17 @@ function report(r: Results): string {
     );
   }
   const group = (base: string) => runs.filter((x) => baseName(x.name) === base);
-  const oursAll = group("ours"), trainerAll = group("trainer");
-  if (oursAll.length > 1 && trainerAll.length > 1) {
-    const mean = (xs: number[]) => xs.reduce((x, y) => x + y, 0) / xs.length;
+  const trainerAll = group("trainer");
+  const mean = (xs: number[]) => xs.reduce((x, y) => x + y, 0) / xs.length;
+  for (const base of ["ours", "nogroup"]) {
+    const mine = group(base);
+    if (mine.length < 2 || trainerAll.length < 2) continue;
     const acc = (g: RunResult[]) => g.map((x) => x.accuracy);
     const span = (xs: number[]) => `${pct(Math.min(...xs))}-${pct(Math.max(...xs))}`;
-    const ratio = (f: (x: RunResult) => number) =>
-      (mean(oursAll.map(f)) / mean(trainerAll.map(f))).toFixed(2);
+    const ratio = (f: (x: RunResult) => number) => (mean(mine.map(f)) / mean(trainerAll.map(f))).toFixed(2);
     notes.push(
-      `- Over seeds (ours ${oursAll.length} runs, Trainer ${trainerAll.length}): mean accuracy ` +
-        `${pct(mean(acc(oursAll)))} % (${span(acc(oursAll))}) against ${pct(mean(acc(trainerAll)))} % ` +
+      `- Over seeds, ${base} (${mine.length} runs) against the Trainer (${trainerAll.length}): mean accuracy ` +
+        `${pct(mean(acc(mine)))} % (${span(acc(mine))}) against ${pct(mean(acc(trainerAll)))} % ` +
         `(${span(acc(trainerAll))}); mean samples/s ${ratio((x) => x.samplesPerSecond)}x, mean peak memory ` +
         `${ratio((x) => x.peakRssBytes)}x the Trainer's.`,
     );
