@@ -263,6 +263,35 @@ Deno.test("train --pretrained: a BERT encoder gives the architecture, its weight
   );
 });
 
+Deno.test("deno task ddp --pretrained: the launcher fetches the weights once, both ranks start from them", async () => {
+  await using tmp = await tempDir();
+  const data = await dataDir(tmp.path);
+  const bert = join(tmp.path, "bert");
+  await tinyBert(bert);
+  const output = join(tmp.path, "ddp");
+  const flags = [
+    "--data",
+    data,
+    "--pretrained",
+    bert,
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--output",
+    output,
+  ];
+  const out = await run(["launch.ts", "--gpus", "2", "--cpu", "--", ...flags], {
+    DISTRINEWS_CACHE: join(tmp.path, "cache"),
+  }).output();
+  const stdout = decode(out.stdout), stderr = decode(out.stderr);
+  assert.equal(out.code, 0, stderr);
+  assert.match(stderr, /\[launcher\] pretrained weights ready for every rank: local .*bert/);
+  assert.match(stdout, /\[rank 0\] weights: local .*BERT weights mapped onto DistilBERT/);
+  const config = JSON.parse(await Deno.readTextFile(join(output, "config.json")));
+  assert.equal(config.dim, 32);
+});
+
 Deno.test("train --pretrained refuses what it cannot use: another shape, another activation, no weights", async () => {
   await using tmp = await tempDir();
   const data = await dataDir(tmp.path);

@@ -70,7 +70,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--group-by-length",
         action="store_true",
-        help="TrainingArguments(group_by_length=True): the Trainer's own length grouping (off by default)",
+        help="the Trainer's own length grouping, train_sampling_strategy='group_by_length' (off by default)",
     )
     p.add_argument("--predictions", help="also write the predicted label of every test row to this JSON file")
     args = p.parse_args(argv)
@@ -223,7 +223,8 @@ def main(argv=None):
             logging_strategy="no",  # no per-step logging; the mean training loss is still returned
             dataloader_num_workers=0,  # collate in the training process, as our side does
             disable_tqdm=True,
-            group_by_length=args.group_by_length,
+            # transformers 5 spells group_by_length=True as this sampling strategy (LengthGroupedSampler).
+            train_sampling_strategy="group_by_length" if args.group_by_length else "random",
         )
         trainer = Trainer(
             model=model,
