@@ -126,8 +126,9 @@ Optimisation:
   --weight-decay X      AdamW weight decay on weight matrices (default 0.01)
   --max-grad-norm X     gradient clipping, 0 to disable (default 1.0)
   --group-by-length     batch texts of similar length together within each rank's shard (transformers'
-                        group_by_length): 1.16x the samples/s here, but 0.35 points less accuracy after a
-                        one-epoch fine-tune (benchmarks/results/agnews_finetune_cpu.md), so off by default
+                        group_by_length): 1.17-1.35x the samples/s here, but about 0.4 points less
+                        accuracy after a one-epoch fine-tune (benchmarks/results/agnews_finetune_cpu.md), so
+                        off by default
   --padding MODE        longest (dynamic: pad each batch to its longest text, default) or max_length
                         (pad every batch to --max-length, the classic fixed-length baseline)
   --seed N              (default 42)
