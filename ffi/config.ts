@@ -60,6 +60,16 @@ export const PRESETS: Readonly<Record<string, Readonly<DistilBertConfig>>> = {
   "distilbert-small": DISTILBERT_SMALL,
 };
 
+/** The fields that make two configs the same network (dropouts and labels may differ). */
+export const SHAPE_FIELDS = [
+  "vocab_size",
+  "max_position_embeddings",
+  "dim",
+  "n_layers",
+  "n_heads",
+  "hidden_dim",
+] as const;
+
 function isPositiveInt(v: unknown): v is number {
   return typeof v === "number" && Number.isInteger(v) && v > 0;
 }
@@ -71,16 +81,7 @@ function isProbability(v: unknown): v is number {
 /** Throws an Error listing every problem of `c`, or returns it unchanged. */
 export function validateConfig(c: DistilBertConfig, source = "config"): DistilBertConfig {
   const problems: string[] = [];
-  for (
-    const key of [
-      "vocab_size",
-      "max_position_embeddings",
-      "dim",
-      "n_layers",
-      "n_heads",
-      "hidden_dim",
-    ] as const
-  ) {
+  for (const key of SHAPE_FIELDS) {
     if (!isPositiveInt(c[key])) {
       problems.push(`${key} must be a positive integer (got ${JSON.stringify(c[key])})`);
     }
@@ -148,7 +149,11 @@ export function parseConfig(json: unknown, source = "config.json"): DistilBertCo
   return validateConfig(config, source);
 }
 
-function parseId2Label(raw: Record<string, unknown>, source: string): string[] {
+/**
+ * id2label of parsed config.json contents as a list: the map's names by id, or transformers' default for a
+ * config without labels (LABEL_0 .. LABEL_{num_labels-1}, num_labels defaulting to 2).
+ */
+export function parseId2Label(raw: Record<string, unknown>, source: string): string[] {
   const map = raw.id2label;
   if (map === undefined) {
     // transformers' default for a config without labels is num_labels=2 (LABEL_0, LABEL_1).

@@ -49,14 +49,20 @@ export async function pythonJson(script: string, input: unknown): Promise<unknow
 
 /** Runs the reference script with `args`; throws with Python's stderr on failure. */
 export async function reference(...args: string[]): Promise<void> {
+  await runReferenceScript(REFERENCE_SCRIPT, ...args);
+}
+
+/** Runs a Python reference script in the venv with `args`; throws with Python's stderr on failure. */
+export async function runReferenceScript(script: string, ...args: string[]): Promise<void> {
   const out = await new Deno.Command(venvPython(), {
-    args: [REFERENCE_SCRIPT, ...args],
+    args: [script, ...args],
     stdout: "piped",
     stderr: "piped",
     env: { HF_HUB_OFFLINE: "1", TRANSFORMERS_VERBOSITY: "error", PYTHONWARNINGS: "ignore" },
   }).output();
   if (!out.success) {
-    throw new Error(`reference ${args[0]} failed:\n${new TextDecoder().decode(out.stderr).slice(-4000)}`);
+    const what = `${script.split("/").at(-1)} ${args[0] ?? ""}`.trim();
+    throw new Error(`${what} failed:\n${new TextDecoder().decode(out.stderr).slice(-4000)}`);
   }
 }
 

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { type DistilBertConfig, validateConfig } from "../ffi/config.ts";
+import { type DistilBertConfig, parseId2Label, validateConfig } from "../ffi/config.ts";
 import type { RawTensor, StateDict } from "./tensor.ts";
 import { numel } from "./tensor.ts";
 
@@ -112,30 +112,9 @@ export function bertConfigToDistilBert(
     initializer_range: field("initializer_range"),
     // null (no padding token) also becomes 0: it only decides which embedding row gets no gradient.
     pad_token_id: field("pad_token_id"),
-    id2label: id2label ? [...id2label] : labelsOf(json, source),
+    id2label: id2label ? [...id2label] : parseId2Label(json, source),
   } as DistilBertConfig;
   return validateConfig(config, source);
-}
-
-/** id2label of a config.json as a list, read as parseConfig (ffi/config.ts) reads it. */
-function labelsOf(json: Record<string, unknown>, source: string): string[] {
-  const map = json.id2label;
-  if (map === undefined) {
-    // transformers' default for a config without labels is num_labels=2 (LABEL_0, LABEL_1).
-    const n = typeof json.num_labels === "number" ? json.num_labels : 2;
-    return Array.from({ length: n }, (_, i) => `LABEL_${i}`);
-  }
-  if (typeof map !== "object" || map === null) throw new Error(`${source}: id2label must be an object`);
-  const entries = Object.entries(map as Record<string, unknown>);
-  const labels: string[] = new Array(entries.length);
-  for (const [key, value] of entries) {
-    const id = Number(key);
-    if (!Number.isInteger(id) || id < 0 || id >= entries.length || typeof value !== "string") {
-      throw new Error(`${source}: id2label must map 0..${entries.length - 1} to names (bad entry ${key})`);
-    }
-    labels[id] = value;
-  }
-  return labels;
 }
 
 /**

@@ -17,9 +17,9 @@ import {
   pythonJson,
   readLogits,
   ROOT,
+  runReferenceScript,
   tempDir,
   tinyConfig,
-  venvPython,
   writeBatchJson,
 } from "../tests/helpers.ts";
 
@@ -59,16 +59,6 @@ const VARIANTS: { name: string; dropped: string[]; dtype: string }[] = [
   { name: "bf16", dropped: POOLER, dtype: "BF16" },
 ];
 
-async function python(...args: string[]): Promise<void> {
-  const out = await new Deno.Command(venvPython(), {
-    args: [SCRIPT, ...args],
-    stdout: "piped",
-    stderr: "piped",
-    env: { HF_HUB_OFFLINE: "1", TRANSFORMERS_VERBOSITY: "error", PYTHONWARNINGS: "ignore" },
-  }).output();
-  if (!out.success) throw new Error(`bert_reference.py failed:\n${new TextDecoder().decode(out.stderr)}`);
-}
-
 async function readJson(path: string): Promise<Record<string, unknown>> {
   return JSON.parse(await Deno.readTextFile(path));
 }
@@ -82,7 +72,15 @@ Deno.test("transformers' BERT checkpoints → DistilBERT: same [CLS] logits thro
   // Padded rows of different lengths, ids inside the 512-word vocabulary of the tiny BERTs.
   const batch = makeBatch(tinyConfig({ vocab_size: 512 }), 5, 16, 7);
   await writeBatchJson(join(tmp.path, "batch.json"), batch);
-  await python("--batch", join(tmp.path, "batch.json"), "--seed", "11", "--out", tmp.path);
+  await runReferenceScript(
+    SCRIPT,
+    "--batch",
+    join(tmp.path, "batch.json"),
+    "--seed",
+    "11",
+    "--out",
+    tmp.path,
+  );
   const head = await loadSafetensors(join(tmp.path, "head.safetensors"));
 
   /** Maps a variant's checkpoint; returns the mapped model with the head loaded, and its logits. */

@@ -7,7 +7,7 @@
  */
 
 import { join } from "node:path";
-import { type DistilBertConfig, parseConfig } from "../ffi/config.ts";
+import { type DistilBertConfig, parseConfig, SHAPE_FIELDS } from "../ffi/config.ts";
 import { BertTokenizer } from "../data/tokenizer.ts";
 import { exists } from "../util/fs.ts";
 import { bertConfigToDistilBert, bertStateDictToDistilBert, isBertConfig } from "./bert.ts";
@@ -31,16 +31,6 @@ export interface PretrainedWeights {
 
 /** DistilBertForSequenceClassification's head: what a fine-tune for other classes starts afresh. */
 const HEAD_PREFIXES = ["pre_classifier.", "classifier."];
-
-/** The fields that make two configs the same network (dropouts and labels may differ). */
-const SHAPE_FIELDS = [
-  "vocab_size",
-  "max_position_embeddings",
-  "dim",
-  "n_layers",
-  "n_heads",
-  "hidden_dim",
-] as const;
 
 /** "dim 384, n_layers 6, ..." for error messages. */
 export function describeShape(c: DistilBertConfig): string {
