@@ -25,7 +25,7 @@ import { fileURLToPath } from "node:url";
 import { parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
 import { concatBytes } from "./util/bytes.ts";
 
-/** Variables every rank gets from the launcher (and from torchrun: see launch_test.ts). */
+/** Variables every rank gets from the launcher (and from torchrun: see tests/e2e/launch_test.ts). */
 export const CONTRACT_KEYS: readonly string[] = [
   "RANK",
   "LOCAL_RANK",

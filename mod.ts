@@ -6,8 +6,8 @@
  * @module
  */
 
+export { AG_NEWS_LABELS } from "./model/labels.ts";
 export {
-  AG_NEWS_LABELS,
   configToJson,
   DISTILBERT_BASE_UNCASED,
   DISTILBERT_SMALL,
@@ -15,14 +15,13 @@ export {
   parseConfig,
   PRESETS,
   validateConfig,
-} from "./ffi/config.ts";
+} from "./model/config.ts";
+export { type Batch, type LabeledBatch } from "./model/batch.ts";
 export {
-  type Batch,
   cudaDeviceCount,
   type DeviceSpec,
   DistilBertClassifier,
   getNumThreads,
-  type LabeledBatch,
   type LoadReport,
   manualSeed,
   type OptimizerOptions,
@@ -36,7 +35,7 @@ export {
 } from "./ffi/model.ts";
 export { NativeError } from "./ffi/lib.ts";
 export { type BuildResult, buildShim, findLibtorch, type Libtorch } from "./ffi/build.ts";
-export { type DType, type RawTensor, type StateDict } from "./weights/tensor.ts";
+export { type DType, type RawTensor, type StateDict } from "./model/tensor.ts";
 export {
   loadSafetensors,
   readSafetensors,
@@ -88,4 +87,4 @@ export {
   shardBatches,
   type ShardBatchOptions,
 } from "./data/batches.ts";
-export { type ClassifyOptions, TextClassifier, type TopicPrediction } from "./inference.ts";
+export { type ClassifyOptions, TextClassifier, type TopicPrediction } from "./inference/text_classifier.ts";

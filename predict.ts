@@ -4,10 +4,10 @@
  * @module
  */
 
-import { TextClassifier } from "./inference.ts";
+import { TextClassifier } from "./inference/text_classifier.ts";
 import { setNumThreads } from "./ffi/model.ts";
 import { parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
-import { DEFAULT_CHECKPOINT_HELP, defaultCheckpoint } from "./cli/checkpoints.ts";
+import { DEFAULT_CHECKPOINT_HELP, defaultCheckpoint } from "./model/checkpoints.ts";
 
 const USAGE = `Usage: deno task predict [options] [TEXT ...]
 

@@ -6,10 +6,10 @@
  */
 
 import { createHash } from "node:crypto";
-import { TextClassifier } from "./inference.ts";
+import { TextClassifier } from "./inference/text_classifier.ts";
 import { resolveDevice, setNumThreads, torchVersion } from "./ffi/model.ts";
 import { nonNegativeNumber, parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
-import { DEFAULT_CHECKPOINT_HELP, defaultCheckpoint } from "./cli/checkpoints.ts";
+import { DEFAULT_CHECKPOINT_HELP, defaultCheckpoint } from "./model/checkpoints.ts";
 import { createApp } from "./server/app.ts";
 import { ServerMetrics } from "./server/metrics.ts";
 import { BatchedPredictor } from "./server/predictor.ts";

@@ -25,20 +25,20 @@ if ! deno --version 2>/dev/null | grep -q "^deno 2\.9\."; then
   deno --version >/dev/null 2>&1 || fail "deno was installed but cannot be run; is $(npm prefix -g)/bin on PATH?"
 fi
 
-# The venv is up to date when its stamp holds the hash of requirements-dev.txt and the Python version it
+# The venv is up to date when its stamp holds the hash of requirements.txt and the Python version it
 # was made with; anything else (a first run, an interrupted install, a new Python) rebuilds it from scratch.
 PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null || fail "$PYTHON not found: install Python 3.10+ or set PYTHON"
 stamp=.venv/.requirements.sha256
-want="$(sha256sum requirements-dev.txt | cut -d' ' -f1) $("$PYTHON" -V 2>&1)"
+want="$(sha256sum requirements.txt | cut -d' ' -f1) $("$PYTHON" -V 2>&1)"
 if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-  echo "setup: creating .venv with $(grep -v '^#' requirements-dev.txt | tr '\n' ' ')(several GB: torch ships CUDA)"
+  echo "setup: creating .venv with $(grep -v '^#' requirements.txt | tr '\n' ' ')(several GB: torch ships CUDA)"
   "$PYTHON" -m venv --clear .venv ||
     fail "could not create a virtualenv; on Debian/Ubuntu install python3-venv (apt-get install python3-venv)"
   .venv/bin/python -m pip --version >/dev/null 2>&1 ||
     fail "the virtualenv has no pip; on Debian/Ubuntu install python3-venv (apt-get install python3-venv)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+  .venv/bin/python -m pip install --quiet -r requirements.txt
   # Written last: an interrupted install leaves no stamp, so the next run starts over.
   echo "$want" > "$stamp"
 fi

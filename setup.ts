@@ -16,8 +16,8 @@ import { join } from "node:path";
 import { availableParallelism } from "node:os";
 import { buildShim } from "./ffi/build.ts";
 import { torchVersion } from "./ffi/model.ts";
-import { TextClassifier } from "./inference.ts";
-import { DEMO_CHECKPOINT } from "./cli/checkpoints.ts";
+import { TextClassifier } from "./inference/text_classifier.ts";
+import { DEMO_CHECKPOINT } from "./model/checkpoints.ts";
 import { type EvalRecord, readMetrics } from "./training/metrics.ts";
 import { exists } from "./util/fs.ts";
 

@@ -9,7 +9,8 @@
 
 import { join } from "node:path";
 import { nonNegativeNumber, parseFlags, positiveInt, runCli, UsageError } from "./cli/args.ts";
-import { AG_NEWS_LABELS, DISTILBERT_BASE_UNCASED, type DistilBertConfig, PRESETS } from "./ffi/config.ts";
+import { AG_NEWS_LABELS } from "./model/labels.ts";
+import { DISTILBERT_BASE_UNCASED, type DistilBertConfig, PRESETS } from "./model/config.ts";
 import { cudaDeviceCount, DistilBertClassifier, resolveDevice, setNumThreads } from "./ffi/model.ts";
 import { ProcessGroup, processGroupOptionsFromEnv } from "./ffi/process_group.ts";
 import { loadAgNews, type NewsRecord, subset } from "./data/ag_news.ts";
@@ -28,7 +29,7 @@ import { exists, writeFileAtomic } from "./util/fs.ts";
 import { bf16Units, cpuHasNativeBf16 } from "./util/cpu.ts";
 import { peakRssBytes } from "./util/memory.ts";
 import { readSafetensors, readSafetensorsMetadata, writeSafetensorsFile } from "./weights/safetensors.ts";
-import type { StateDict } from "./weights/tensor.ts";
+import type { StateDict } from "./model/tensor.ts";
 
 /** Names for a log line: all of them when few, else their top-level modules ("pooler.*, cls.*"). */
 function summarizeKeys(keys: string[]): string {

@@ -9,7 +9,7 @@ on the same rows, model, batch size, learning rate, schedule and thread count, a
 It is written the way a user of transformers would write it (Trainer, DataCollatorWithPadding, defaults
 wherever our side has no say), because that is what the benchmark compares against. Trainer in transformers 5
 needs the `accelerate` package (TrainingArguments raises ImportError without it); it is not in
-requirements-dev.txt, so install it where this script runs.
+requirements.txt, so install it where this script runs.
 
 What is the same on both sides (so timings and accuracy are comparable):
 - rows: the CSV rows as given, text = title + " " + description, label = class - 1, no cleaning;

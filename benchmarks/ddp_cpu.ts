@@ -15,7 +15,7 @@ import { join, resolve } from "node:path";
 import { parseFlags, positiveInt, runCli, UsageError } from "../cli/args.ts";
 import { exists } from "../util/fs.ts";
 import { hardwareLine, writeResults } from "./common.ts";
-import { PRESETS } from "../ffi/config.ts";
+import { PRESETS } from "../model/config.ts";
 import { DistilBertClassifier, torchVersion } from "../ffi/model.ts";
 
 const USAGE = "Usage: deno run -A benchmarks/ddp_cpu.ts [--data DIR] [--rows N] [--model NAME] [--out DIR]";

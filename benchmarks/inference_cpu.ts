@@ -13,12 +13,12 @@
  */
 
 import { join, relative, resolve } from "node:path";
-import { DISTILBERT_BASE_UNCASED } from "../ffi/config.ts";
+import { DISTILBERT_BASE_UNCASED } from "../model/config.ts";
 import { DistilBertClassifier, setNumThreads, torchVersion } from "../ffi/model.ts";
 import { BertTokenizer } from "../data/tokenizer.ts";
 import { loadAgNews } from "../data/ag_news.ts";
 import { saveCheckpoint } from "../weights/checkpoint.ts";
-import { TextClassifier } from "../inference.ts";
+import { TextClassifier } from "../inference/text_classifier.ts";
 import { venvPython } from "../tests/helpers.ts";
 import { parseFlags, positiveInt, runCli } from "../cli/args.ts";
 import { hardwareLine, median, writeResults } from "./common.ts";

@@ -20,7 +20,7 @@
 import { join, relative, resolve } from "node:path";
 import { loadAgNewsCsv, loadAgNewsParquet, type NewsRecord } from "../data/ag_news.ts";
 import { BertTokenizer } from "../data/tokenizer.ts";
-import { DISTILBERT_BASE_UNCASED } from "../ffi/config.ts";
+import { DISTILBERT_BASE_UNCASED } from "../model/config.ts";
 import { cudaDeviceCount, DistilBertClassifier, getNumThreads, torchVersion } from "../ffi/model.ts";
 import { saveCheckpoint } from "../weights/checkpoint.ts";
 import { findFreePort } from "../launch.ts";

@@ -12,7 +12,7 @@
  */
 
 import { join } from "node:path";
-import { DISTILBERT_BASE_UNCASED } from "../ffi/config.ts";
+import { DISTILBERT_BASE_UNCASED } from "../model/config.ts";
 import { DistilBertClassifier, setNumThreads, torchVersion } from "../ffi/model.ts";
 import { hfConfigJson, makeBatch, venvPython, writeBatchJson } from "../tests/helpers.ts";
 import { parseFlags, positiveInt, runCli } from "../cli/args.ts";

@@ -25,7 +25,7 @@
 
 import { parquetMetadata, parquetRead, parquetSchema } from "hyparquet";
 import { join } from "node:path";
-import { AG_NEWS_LABELS } from "../ffi/config.ts";
+import { AG_NEWS_LABELS } from "../model/labels.ts";
 import { isDirectory, isFile } from "../util/fs.ts";
 import { hubDownload, type HubFileOptions, hubFileUrl, manualCachePath } from "./hf_hub.ts";
 import type { TextRecord } from "./dataset.ts";

@@ -28,7 +28,7 @@
  */
 
 import { collate } from "./collate.ts";
-import type { LabeledBatch } from "../ffi/model.ts";
+import type { LabeledBatch } from "../model/batch.ts";
 
 /** What batching needs from a dataset (a {@link TokenizedDataset} has all of it). */
 export interface TokenizedRows {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Batch } from "../ffi/model.ts";
+import type { Batch } from "../model/batch.ts";
 
 /** Options of {@link collate}. */
 export interface CollateOptions {

@@ -44,8 +44,7 @@
  * @module
  */
 
-import { randperm } from "../ffi/model.ts";
-import { check, native } from "../ffi/lib.ts";
+import { randperm, randpermSync } from "../ffi/model.ts";
 
 /** A dataset's size: a count, or anything with a `length` (an array, a dataset object). */
 export type DatasetSize = number | { readonly length: number };
@@ -206,16 +205,7 @@ export class DistributedSampler {
    * @throws Error if shuffling and the native library is not loaded.
    */
   indicesSync(): Int32Array {
-    let perm: BigInt64Array | null = null;
-    if (this.shuffle) {
-      perm = new BigInt64Array(this.datasetSize);
-      const status = native().dn_randperm(
-        BigInt(this.datasetSize),
-        this.#generatorSeed(this.#epoch),
-        new Uint8Array(perm.buffer),
-      );
-      check("dn_randperm", status);
-    }
+    const perm = this.shuffle ? randpermSync(this.datasetSize, this.#generatorSeed(this.#epoch)) : null;
     return this.#subsample(perm);
   }
 

@@ -6,24 +6,11 @@
  */
 
 import { check, cString, DTypeCode, Flags, loadNative, MAX_NDIM, native, readCString } from "./lib.ts";
-import { type DistilBertConfig, validateConfig } from "./config.ts";
-import type { DType, RawTensor, StateDict } from "../weights/tensor.ts";
-import { numel } from "../weights/tensor.ts";
+import { type DistilBertConfig, validateConfig } from "../model/config.ts";
+import type { DType, RawTensor, StateDict } from "../model/tensor.ts";
+import { numel } from "../model/tensor.ts";
 import { fsyncFile } from "../util/fs.ts";
-
-/** A padded batch, row-major [batchSize, seqLen], as the data pipeline produces it. */
-export interface Batch {
-  inputIds: Int32Array;
-  /** 1 for a real token, 0 for padding. */
-  attentionMask: Uint8Array;
-  batchSize: number;
-  seqLen: number;
-}
-
-/** A batch with a label per row, for training. */
-export interface LabeledBatch extends Batch {
-  labels: Int32Array;
-}
+import type { Batch, LabeledBatch } from "../model/batch.ts";
 
 /** Options of one training (micro-)step. */
 export interface StepOptions {
@@ -131,12 +118,20 @@ export async function manualSeed(seed: number | bigint): Promise<void> {
  * order is PyTorch's bit for bit (DistributedSampler's shuffle).
  */
 export async function randperm(n: number, seed: number | bigint): Promise<BigInt64Array> {
-  const lib = await loadNative();
+  await loadNative();
+  return randpermSync(n, seed);
+}
+
+/**
+ * {@link randperm} without awaiting, for callers on a hot path that have loaded the library already.
+ * @throws Error if the native library is not loaded yet (`await loadNative()` first).
+ */
+export function randpermSync(n: number, seed: number | bigint): BigInt64Array {
   if (!Number.isInteger(n) || n < 0) {
     throw new Error(`randperm size must be a non-negative integer, got ${n}`);
   }
   const out = new BigInt64Array(n);
-  check("dn_randperm", lib.dn_randperm(BigInt(n), BigInt(seed), new Uint8Array(out.buffer)));
+  check("dn_randperm", native().dn_randperm(BigInt(n), BigInt(seed), new Uint8Array(out.buffer)));
   return out;
 }
 

@@ -3,8 +3,9 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
-import { DISTILBERT_BASE_UNCASED } from "./config.ts";
-import { DistilBertClassifier, type LabeledBatch, setNumThreads } from "./model.ts";
+import { DISTILBERT_BASE_UNCASED } from "../model/config.ts";
+import { DistilBertClassifier, setNumThreads } from "./model.ts";
+import type { LabeledBatch } from "../model/batch.ts";
 import { NativeError } from "./lib.ts";
 import { loadSafetensors, writeSafetensors } from "../weights/safetensors.ts";
 import {

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { TextClassifier, TopicPrediction } from "../inference.ts";
+import type { TextClassifier, TopicPrediction } from "../inference/text_classifier.ts";
 import { type BatchObserver, DynamicBatcher } from "./batcher.ts";
 
 /** Batching settings of a {@link BatchedPredictor}. */

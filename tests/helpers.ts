@@ -6,8 +6,9 @@
 
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { AG_NEWS_LABELS, DISTILBERT_BASE_UNCASED, type DistilBertConfig } from "../ffi/config.ts";
-import type { LabeledBatch } from "../ffi/model.ts";
+import { AG_NEWS_LABELS } from "../model/labels.ts";
+import { DISTILBERT_BASE_UNCASED, type DistilBertConfig } from "../model/config.ts";
+import type { LabeledBatch } from "../model/batch.ts";
 
 /** Repository root. */
 export const ROOT: string = dirname(dirname(fileURLToPath(import.meta.url)));

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { DistilBertClassifier } from "../ffi/model.ts";
 import { BertTokenizer } from "../data/tokenizer.ts";
 import { saveCheckpoint } from "../weights/checkpoint.ts";
-import { TextClassifier } from "../inference.ts";
+import { TextClassifier } from "../inference/text_classifier.ts";
 import { createApp } from "../server/app.ts";
 import { ServerMetrics } from "../server/metrics.ts";
 import { BatchedPredictor, type PredictorOptions } from "../server/predictor.ts";

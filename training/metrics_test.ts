@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { AG_NEWS_LABELS } from "../ffi/config.ts";
+import { AG_NEWS_LABELS } from "../model/labels.ts";
 import { pythonJson as python, rng, tempDir } from "../tests/helpers.ts";
 import {
   argmaxRows,

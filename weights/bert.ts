@@ -17,9 +17,9 @@
  * @module
  */
 
-import { type DistilBertConfig, parseId2Label, validateConfig } from "../ffi/config.ts";
-import type { RawTensor, StateDict } from "./tensor.ts";
-import { numel } from "./tensor.ts";
+import { type DistilBertConfig, parseId2Label, validateConfig } from "../model/config.ts";
+import type { RawTensor, StateDict } from "../model/tensor.ts";
+import { numel } from "../model/tensor.ts";
 
 /** transformers' BertConfig defaults (bert-base-uncased), used for fields a config.json leaves out. */
 const BERT_DEFAULTS = {

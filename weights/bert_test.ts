@@ -1,11 +1,12 @@
 // BERT checkpoints saved by transformers, mapped onto DistilBERT and run by libtorch: same [CLS] states.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { AG_NEWS_LABELS, type DistilBertConfig } from "../ffi/config.ts";
+import { AG_NEWS_LABELS } from "../model/labels.ts";
+import type { DistilBertConfig } from "../model/config.ts";
 import { DistilBertClassifier, setNumThreads } from "../ffi/model.ts";
 import { bertConfigToDistilBert, bertStateDictToDistilBert, isBertConfig } from "./bert.ts";
 import { loadSafetensors } from "./safetensors.ts";
-import type { RawTensor, StateDict } from "./tensor.ts";
+import type { RawTensor, StateDict } from "../model/tensor.ts";
 import { loadPretrained } from "./pretrained.ts";
 import { distrinewsCacheDir, WHEEL_MARKER } from "./pretrained_sources.ts";
 import { BertTokenizer } from "../data/tokenizer.ts";

@@ -13,11 +13,11 @@
  */
 
 import { basename, dirname, join } from "node:path";
-import { configToJson, type DistilBertConfig, parseConfig } from "../ffi/config.ts";
+import { configToJson, type DistilBertConfig, parseConfig } from "../model/config.ts";
 import { type DeviceSpec, DistilBertClassifier, type LoadReport } from "../ffi/model.ts";
 import { isDirectory, isFile, writeFileAtomic } from "../util/fs.ts";
 import { readSafetensors, writeSafetensorsFile } from "./safetensors.ts";
-import type { StateDict } from "./tensor.ts";
+import type { StateDict } from "../model/tensor.ts";
 import { readTorchCheckpoint } from "./torch_pickle.ts";
 
 /** File name of the bare PyTorch state_dict inside a checkpoint directory. */

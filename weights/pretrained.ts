@@ -7,13 +7,13 @@
  */
 
 import { join } from "node:path";
-import { type DistilBertConfig, parseConfig, SHAPE_FIELDS } from "../ffi/config.ts";
+import { type DistilBertConfig, parseConfig, SHAPE_FIELDS } from "../model/config.ts";
 import { BertTokenizer } from "../data/tokenizer.ts";
 import { exists } from "../util/fs.ts";
 import { bertConfigToDistilBert, bertStateDictToDistilBert, isBertConfig } from "./bert.ts";
 import { loadStateDictFile } from "./checkpoint.ts";
 import { type PretrainedSource, type ResolveOptions, resolvePretrained } from "./pretrained_sources.ts";
-import type { StateDict } from "./tensor.ts";
+import type { StateDict } from "../model/tensor.ts";
 
 /** Pretrained weights ready for DistilBertClassifier.loadStateDict. */
 export interface PretrainedWeights {

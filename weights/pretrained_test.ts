@@ -2,7 +2,7 @@
 // their config.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { AG_NEWS_LABELS } from "../ffi/config.ts";
+import { AG_NEWS_LABELS } from "../model/labels.ts";
 import { DistilBertClassifier } from "../ffi/model.ts";
 import { saveCheckpoint } from "./checkpoint.ts";
 import { loadPretrained, pretrainedTokenizer } from "./pretrained.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type DType, DTYPE_SIZE, numel, type StateDict } from "./tensor.ts";
+import { type DType, DTYPE_SIZE, numel, type StateDict } from "../model/tensor.ts";
 
 /** Largest header accepted (the format's own limit is 100 MB). */
 const MAX_HEADER_BYTES = 100_000_000;

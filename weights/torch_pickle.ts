@@ -17,7 +17,7 @@
  * @module
  */
 
-import { type DType, DTYPE_SIZE, numel, type RawTensor, type StateDict } from "./tensor.ts";
+import { type DType, DTYPE_SIZE, numel, type RawTensor, type StateDict } from "../model/tensor.ts";
 
 /** Every failure to read a checkpoint; the message starts with the file name (or the `source` given). */
 export class TorchCheckpointError extends Error {

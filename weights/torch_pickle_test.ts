@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { loadTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "./torch_pickle.ts";
-import type { DType, RawTensor, StateDict } from "./tensor.ts";
+import type { DType, RawTensor, StateDict } from "../model/tensor.ts";
 
 // ---------------------------------------------------------------------------------------------------
 // Fixtures

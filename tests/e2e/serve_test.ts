@@ -2,11 +2,11 @@
 // process (start-up failures, SIGTERM draining).
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { makeServingCheckpoint, serverFixture } from "./tests/server_fixture.ts";
-import { tempDir } from "./tests/helpers.ts";
-import { loadAgNewsCsv } from "./data/ag_news.ts";
+import { makeServingCheckpoint, serverFixture } from "../server_fixture.ts";
+import { ROOT, tempDir } from "../helpers.ts";
+import { loadAgNewsCsv } from "../../data/ag_news.ts";
 
-const FIXTURE_CSV = new URL("./data/fixtures/ag_news_test_head300.csv", import.meta.url).pathname;
+const FIXTURE_CSV = join(ROOT, "data", "fixtures", "ag_news_test_head300.csv");
 
 Deno.test("200 concurrent HTTP requests are all answered, each equal to its one-at-a-time answer", async () => {
   await using s = await serverFixture({ maxBatchSize: 32, maxWaitMs: 10 });
@@ -53,7 +53,7 @@ interface ServeProcess {
 function startServe(args: string[]): ServeProcess {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "serve.ts", "--port", "0", ...args],
-    cwd: new URL(".", import.meta.url),
+    cwd: ROOT,
     stdout: "null",
     stderr: "piped",
   }).spawn();

@@ -4,8 +4,7 @@
  * @module
  */
 
-/** AG News classes in label-id order (Hugging Face's `ag_news`: 0 World, 1 Sports, 2 Business, 3 Sci/Tech). */
-export const AG_NEWS_LABELS: readonly string[] = ["World", "Sports", "Business", "Sci/Tech"];
+import { AG_NEWS_LABELS } from "./labels.ts";
 
 /** The model's shape and regularisation, named as in transformers' DistilBertConfig. */
 export interface DistilBertConfig {

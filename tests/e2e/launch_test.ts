@@ -1,12 +1,11 @@
 // The DDP launcher with real processes: the environment contract (against torchrun's), output prefixing,
 // failure propagation, signals, no leftover processes, and run_ddp.sh's choice of launcher.
 import assert from "node:assert/strict";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { CONTRACT_KEYS, findFreePort, launch, LinePrefixer, parseLaunchArgs, rankEnv } from "./launch.ts";
-import { UsageError } from "./cli/args.ts";
+import { join } from "node:path";
+import { CONTRACT_KEYS, findFreePort, launch, LinePrefixer, parseLaunchArgs, rankEnv } from "../../launch.ts";
+import { UsageError } from "../../cli/args.ts";
+import { ROOT } from "../helpers.ts";
 
-const ROOT = dirname(fileURLToPath(import.meta.url));
 const FIXTURES = join(ROOT, "tests", "launch_fixtures");
 const RANK_SCRIPT = join(FIXTURES, "rank.ts");
 const ENV_SCRIPT = join(FIXTURES, "env.ts");

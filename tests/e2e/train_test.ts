@@ -2,13 +2,13 @@
 // model; single-process and DDP over Gloo through the launcher.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { loadModel } from "./weights/checkpoint.ts";
-import { readMetrics } from "./training/metrics.ts";
-import { exists } from "./util/fs.ts";
-import { loadSafetensors } from "./weights/safetensors.ts";
-import { collate } from "./data/collate.ts";
-import { BertTokenizer } from "./data/tokenizer.ts";
-import { assertClose, pythonJson, referenceLogits, ROOT, tempDir, writeBatchJson } from "./tests/helpers.ts";
+import { loadModel } from "../../weights/checkpoint.ts";
+import { readMetrics } from "../../training/metrics.ts";
+import { exists } from "../../util/fs.ts";
+import { loadSafetensors } from "../../weights/safetensors.ts";
+import { collate } from "../../data/collate.ts";
+import { BertTokenizer } from "../../data/tokenizer.ts";
+import { assertClose, pythonJson, referenceLogits, ROOT, tempDir, writeBatchJson } from "../helpers.ts";
 
 const TINY = join(ROOT, "tests", "fixtures", "tiny_config.json");
 

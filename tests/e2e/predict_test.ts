@@ -1,16 +1,16 @@
 // The predict command as a user runs it: a real process, a real checkpoint, JSON lines out.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DistilBertClassifier } from "./ffi/model.ts";
-import { BertTokenizer } from "./data/tokenizer.ts";
-import { saveCheckpoint } from "./weights/checkpoint.ts";
-import { TextClassifier } from "./inference.ts";
-import { tempDir, tinyConfig } from "./tests/helpers.ts";
+import { DistilBertClassifier } from "../../ffi/model.ts";
+import { BertTokenizer } from "../../data/tokenizer.ts";
+import { saveCheckpoint } from "../../weights/checkpoint.ts";
+import { TextClassifier } from "../../inference/text_classifier.ts";
+import { ROOT, tempDir, tinyConfig } from "../helpers.ts";
 
 async function predict(args: string[], stdin?: string) {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "predict.ts", ...args],
-    cwd: new URL(".", import.meta.url),
+    cwd: ROOT,
     stdin: stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
@@ -85,7 +85,7 @@ Deno.test("predict fails cleanly: usage errors exit 2, a missing or corrupt chec
 Deno.test("predict without a checkpoint says how to make one; local-looking names never reach the Hub", async () => {
   await using tmp = await tempDir();
   await Deno.mkdir(join(tmp.path, "checkpoints"));
-  const script = new URL("./predict.ts", import.meta.url).pathname;
+  const script = join(ROOT, "predict.ts");
   // An endpoint nobody listens on: were a name sent to the Hub, the message would be a connection error.
   const run = (args: string[]) =>
     new Deno.Command(Deno.execPath(), {

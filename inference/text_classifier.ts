@@ -6,13 +6,13 @@
  */
 
 import { join } from "node:path";
-import { BertTokenizer } from "./data/tokenizer.ts";
-import { collate } from "./data/collate.ts";
-import type { DeviceSpec, DistilBertClassifier } from "./ffi/model.ts";
-import { type CheckpointFiles, loadModel } from "./weights/checkpoint.ts";
-import { PYPI_MODELS, resolvePretrained } from "./weights/pretrained_sources.ts";
-import { isBertConfig } from "./weights/bert.ts";
-import { exists } from "./util/fs.ts";
+import { BertTokenizer } from "../data/tokenizer.ts";
+import { collate } from "../data/collate.ts";
+import type { DeviceSpec, DistilBertClassifier } from "../ffi/model.ts";
+import { type CheckpointFiles, loadModel } from "../weights/checkpoint.ts";
+import { PYPI_MODELS, resolvePretrained } from "../weights/pretrained_sources.ts";
+import { isBertConfig } from "../weights/bert.ts";
+import { exists } from "../util/fs.ts";
 
 /** One text's prediction, in the shape the CLI and the API print. */
 export interface TopicPrediction {
