@@ -18,9 +18,9 @@
  * distribution, and the ranks' batch lengths at a step track each other closely.
  *
  * ## Randomness
- * The megabatches are cut from a random permutation of the shard. By default it comes from xoshiro128**
- * seeded through SplitMix64 with `seed + epoch` (the same seed rule as DistributedSampler), then a
- * Fisher–Yates shuffle with unbiased (rejection-sampled) bounded draws. That is deterministic for a seed and
+ * The megabatches are cut from a random permutation of the shard. By default it comes from the project's
+ * one seeded generator (util/random.ts's seededPermutation) with `seed + epoch` (the same seed rule as
+ * DistributedSampler): a Fisher–Yates shuffle with unbiased (rejection-sampled) bounded draws. That is deterministic for a seed and
  * epoch on every machine, but not PyTorch's stream. To reproduce transformers' `get_length_grouped_indices`
  * exactly, pass `permutation: await randperm(shard.length, seed + epoch)` from ffi/model.ts, which is
  * `torch.randperm` with a seeded generator.
@@ -28,6 +28,7 @@
  */
 
 import { collate } from "./collate.ts";
+import { seededPermutation } from "../util/random.ts";
 import type { LabeledBatch } from "../model/batch.ts";
 
 /** What batching needs from a dataset (a {@link TokenizedDataset} has all of it). */
@@ -220,61 +221,6 @@ export function paddingCost(
     fixed += batch.length * fixedLength;
   }
   return { real, dynamic, fixed };
-}
-
-/**
- * A permutation of `0 … n-1` that depends only on `n` and `seed`: Fisher–Yates driven by xoshiro128**,
- * whose 128-bit state is filled by SplitMix64 from the seed (the seeding its authors recommend).
- */
-export function seededPermutation(n: number, seed: number | bigint): Int32Array {
-  if (!Number.isInteger(n) || n < 0) throw new RangeError(`permutation size must be a non-negative integer`);
-  const next = xoshiro128ss(BigInt(seed));
-  const perm = new Int32Array(n);
-  for (let i = 0; i < n; i++) perm[i] = i;
-  for (let i = n - 1; i > 0; i--) {
-    // An unbiased draw in [0, i]: reject the top sliver of the 32-bit range that does not divide evenly.
-    const bound = i + 1;
-    const limit = 0x1_0000_0000 - (0x1_0000_0000 % bound);
-    let r = next();
-    while (r >= limit) r = next();
-    const j = r % bound;
-    const t = perm[i];
-    perm[i] = perm[j];
-    perm[j] = t;
-  }
-  return perm;
-}
-
-/** xoshiro128** (Blackman and Vigna) as a function returning uint32s; the state comes from SplitMix64. */
-function xoshiro128ss(seed: bigint): () => number {
-  const mask = (1n << 64n) - 1n;
-  let x = BigInt.asUintN(64, seed);
-  const splitmix64 = (): bigint => {
-    x = (x + 0x9e3779b97f4a7c15n) & mask;
-    let z = x;
-    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & mask;
-    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & mask;
-    return z ^ (z >> 31n);
-  };
-  const a = splitmix64(), b = splitmix64();
-  const s = new Uint32Array([
-    Number(a & 0xffffffffn),
-    Number(a >> 32n),
-    Number(b & 0xffffffffn),
-    Number(b >> 32n),
-  ]);
-  const rotl = (v: number, k: number) => (v << k) | (v >>> (32 - k));
-  return () => {
-    const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
-    const t = s[1] << 9;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 11);
-    return result;
-  };
 }
 
 function checkedPermutation(permutation: ArrayLike<number | bigint>, n: number): Int32Array {

@@ -13,6 +13,7 @@ import { type CheckpointFiles, loadModel } from "../weights/checkpoint.ts";
 import { PYPI_MODELS, resolvePretrained } from "../weights/pretrained_sources.ts";
 import { isBertConfig } from "../weights/bert.ts";
 import { exists } from "../util/fs.ts";
+import { argmaxRows } from "../util/argmax.ts";
 
 /** One text's prediction, in the shape the CLI and the API print. */
 export interface TopicPrediction {
@@ -104,10 +105,9 @@ export class TextClassifier implements Disposable {
 
   #results(probabilities: Float32Array, count: number): TopicPrediction[] {
     const labels = this.labels, k = labels.length;
-    return Array.from({ length: count }, (_, row) => {
+    const predicted = argmaxRows(probabilities.subarray(0, count * k), k);
+    return Array.from(predicted, (best, row) => {
       const p = probabilities.subarray(row * k, row * k + k);
-      let best = 0;
-      for (let j = 1; j < k; j++) if (p[j] > p[best]) best = j;
       return {
         label: labels[best],
         label_id: best,

@@ -7,7 +7,8 @@
 
 import type { DistilBertClassifier } from "../ffi/model.ts";
 import { collateBatch, type TokenizedRows } from "../data/batches.ts";
-import { argmaxRows, type ClassificationReport, classificationReport, ConfusionMatrix } from "./metrics.ts";
+import { type ClassificationReport, classificationReport, ConfusionMatrix } from "./metrics.ts";
+import { argmaxRows } from "../util/argmax.ts";
 
 /** Sums across ranks: a ProcessGroup, or nothing for a single process. */
 export interface SumReducer {

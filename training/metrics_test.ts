@@ -3,7 +3,6 @@ import { join } from "node:path";
 import { AG_NEWS_LABELS } from "../model/labels.ts";
 import { pythonJson as python, rng, tempDir } from "../tests/helpers.ts";
 import {
-  argmaxRows,
   classificationReport,
   ConfusionMatrix,
   f1Score,
@@ -148,11 +147,6 @@ Deno.test("confusion matrix: rows are true labels, ids are checked before counti
   assert.equal(merged.accuracy, 4 / 6);
   assert.throws(() => ConfusionMatrix.fromArray(new Float64Array(5)), /square/);
   assert.throws(() => cm.merge(new ConfusionMatrix(3)), RangeError);
-});
-
-Deno.test("argmaxRows keeps the first maximum like torch.argmax", () => {
-  assert.deepEqual(Array.from(argmaxRows([0.1, 0.9, 0.0, 2, 2, 1, -1, -3, -0.5], 3)), [1, 0, 2]);
-  assert.throws(() => argmaxRows([1, 2, 3], 2), RangeError);
 });
 
 Deno.test("running metrics: row-weighted loss, accuracy, flatten + sum + restore as an all-reduce would", () => {
