@@ -1,9 +1,14 @@
 /**
  * One error shape for every failure the API reports: `{"error": {"code", "message", "details"}}`.
  * Clients branch on `code` (stable, snake_case) and show `message` (for people); `details` carries
- * structured specifics (which field, which limit, the request id of a 500).
+ * structured specifics (which field, which limit, the request id of a 500). {@link errorHandler} is the
+ * app's onError: it turns an ApiError into its response and anything else into a 500 that names the
+ * request id but keeps the stack trace in the server's log.
  * @module
  */
+
+import type { Context, ErrorHandler } from "hono";
+import type { RequestIdEnv } from "./request_id.ts";
 
 /** Stable error codes and their HTTP statuses. */
 export const ERROR_STATUS = {
@@ -47,4 +52,29 @@ export class ApiError extends Error {
   body(): ErrorBody {
     return { error: { code: this.code, message: this.message, details: this.details } };
   }
+}
+
+/** Answers with `err`'s status, headers and {@link ErrorBody}. */
+export function errorResponse(c: Context, err: ApiError): Response {
+  for (const [name, value] of Object.entries(err.headers)) c.header(name, value);
+  return c.json(err.body(), err.status as 400);
+}
+
+/**
+ * The app's onError. An {@link ApiError} is a client-visible failure and is answered as it says; anything
+ * else is a server fault: `logError` gets the stack trace, the client a 500 `internal_error` with the
+ * request id to quote (so a client never sees a stack trace, and a report can still be traced).
+ */
+export function errorHandler<E extends RequestIdEnv>(logError: (line: string) => void): ErrorHandler<E> {
+  return (err, c) => {
+    if (err instanceof ApiError) return errorResponse(c, err);
+    const requestId = c.get("requestId");
+    logError(`[${requestId}] ${c.req.method} ${c.req.path} failed: ${err.stack ?? err}`);
+    return errorResponse(
+      c,
+      new ApiError("internal_error", "the server failed to answer; quote the request id when reporting it", {
+        request_id: requestId,
+      }),
+    );
+  };
 }

@@ -27,6 +27,7 @@ export function healthReporter(source: HealthSource): () => Health {
   const parameters = classifier.model.parameterCount();
   return () => {
     const draining = source.draining();
+    const { queued, inFlight } = predictor.stats();
     return {
       status: draining ? "draining" : "ok",
       ready: !draining,
@@ -44,8 +45,8 @@ export function healthReporter(source: HealthSource): () => Health {
       batching: {
         max_batch_size: options.maxBatchSize,
         max_wait_ms: options.maxWaitMs,
-        queued: predictor.batcher.queued,
-        in_flight: predictor.batcher.inFlight,
+        queued,
+        in_flight: inFlight,
       },
       limits: {
         max_text_chars: limits.maxTextChars,

@@ -24,9 +24,20 @@ export interface PredictorOptions {
   bf16?: boolean;
 }
 
-/** A classifier behind a dynamic batcher. */
+/** How much work a {@link BatchedPredictor} holds right now (for /health, the gauges and the drain log). */
+export interface PredictorStats {
+  /** Texts waiting for a batch. */
+  queued: number;
+  /** Texts accepted and not yet answered (waiting or running). */
+  inFlight: number;
+}
+
+/**
+ * A classifier behind a dynamic batcher. The batcher is private: what the server needs of it (its load,
+ * draining, closing) is this class's own API, so the batcher can change without its callers noticing.
+ */
 export class BatchedPredictor {
-  readonly batcher: DynamicBatcher<readonly number[], TopicPrediction>;
+  readonly #batcher: DynamicBatcher<readonly number[], TopicPrediction>;
 
   constructor(
     readonly classifier: TextClassifier,
@@ -34,7 +45,7 @@ export class BatchedPredictor {
     observer: BatchObserver = {},
   ) {
     const bf16 = options.bf16 ?? false;
-    this.batcher = new DynamicBatcher(
+    this.#batcher = new DynamicBatcher(
       (items) => classifier.classifyIdsAsync(items, { bf16 }),
       options,
       observer,
@@ -56,16 +67,25 @@ export class BatchedPredictor {
    * are accepted or none (a full queue rejects every promise with QueueFullError).
    */
   predict(texts: readonly (readonly number[])[]): Promise<TopicPrediction[]> {
-    return Promise.all(this.batcher.submitMany(texts));
+    return Promise.all(this.#batcher.submitMany(texts));
   }
 
-  /** Runs what is queued without waiting for company from now on (shutdown has begun). */
-  flushFromNowOn(): void {
-    this.batcher.flushFromNowOn();
+  /** Texts waiting and in flight, read now. */
+  stats(): PredictorStats {
+    return { queued: this.#batcher.queued, inFlight: this.#batcher.inFlight };
+  }
+
+  /**
+   * Shutdown has begun: from now on, what is queued runs without waiting for company (little more will
+   * come), but new texts are still accepted, so that a request whose body was being read when the signal
+   * came is answered too. {@link close} comes after, once no new request can arrive.
+   */
+  drain(): void {
+    this.#batcher.flushFromNowOn();
   }
 
   /** Stops taking work; resolves when everything accepted has been answered. */
   close(): Promise<void> {
-    return this.batcher.close();
+    return this.#batcher.close();
   }
 }
