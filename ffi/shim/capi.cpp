@@ -32,11 +32,14 @@
 #include "handles.h"
 #include "optim.h"
 
+using distrinews::checked;
 using distrinews::DistilBertForSequenceClassification;
+using distrinews::entry_point;
 using distrinews::guarded;
 using distrinews::InvalidArgument;
 using distrinews::IoError;
 using distrinews::require;
+using distrinews::with_model;
 
 namespace {
 
@@ -129,11 +132,6 @@ void configure_optimizer(dn_model& m, double weight_decay, double beta1, double 
   m.optimizer = std::make_unique<distrinews::AdamW>(std::move(groups), beta1, beta2, eps);
 }
 
-dn_model& checked(dn_model* model) {
-  if (!model) throw InvalidArgument("model handle is null");
-  return *model;
-}
-
 const torch::Tensor& param_at(dn_model& m, int64_t i) {
   require(i >= 0 && i < static_cast<int64_t>(m.params.size()), "parameter index ", i, " out of range");
   return m.params[static_cast<size_t>(i)].second;
@@ -182,12 +180,12 @@ int64_t dn_last_error(dn_model* model, char* buf, int64_t cap) {
 int64_t dn_torch_version(char* buf, int64_t cap) { return copy_string(TORCH_VERSION, buf, cap); }
 
 int32_t dn_set_num_threads(int32_t intra, int32_t interop) {
-  return distrinews::TorchThread::run([&] { return guarded(nullptr, [&] {
+  return entry_point(nullptr, [&] {
     require(intra > 0, "thread count must be positive");
     at::set_num_threads(intra);
     // Inter-op threads can only be set before the pool starts; libtorch throws otherwise.
     if (interop > 0) at::set_num_interop_threads(interop);
-  }); });
+  });
 }
 
 // Asked on the torch thread: the OpenMP thread count is a per-thread setting.
@@ -202,25 +200,25 @@ int32_t dn_cuda_device_count(void) {
 }
 
 int32_t dn_manual_seed(uint64_t seed) {
-  return distrinews::TorchThread::run([&] { return guarded(nullptr, [&] {
+  return entry_point(nullptr, [&] {
     std::lock_guard<std::mutex> rng_lock(g_rng_mutex);
     torch::manual_seed(seed);
-  }); });
+  });
 }
 
 int32_t dn_randperm(int64_t n, uint64_t seed, int64_t* out) {
-  return distrinews::TorchThread::run([&] { return guarded(nullptr, [&] {
+  return entry_point(nullptr, [&] {
     require(n >= 0, "randperm size must be >= 0, got ", n);
     require(out || n == 0, "out must not be null");
     // A private generator, as DistributedSampler makes one per epoch: the global stream is untouched.
     auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
     auto perm = at::randperm(n, generator, torch::kLong);
     std::memcpy(out, perm.data_ptr<int64_t>(), static_cast<size_t>(n) * sizeof(int64_t));
-  }); });
+  });
 }
 
 int32_t dn_model_create(const dn_config* config, int32_t device_index, uint64_t seed, dn_model** out) {
-  return distrinews::TorchThread::run([&] { return guarded(nullptr, [&] {
+  return entry_point(nullptr, [&] {
     require(config && out, "config and out must not be null");
     *out = nullptr;
     check_config(*config);
@@ -244,7 +242,7 @@ int32_t dn_model_create(const dn_config* config, int32_t device_index, uint64_t 
     // Hugging Face TrainingArguments defaults.
     configure_optimizer(*model, 0.0, 0.9, 0.999, 1e-8);
     *out = model.release();
-  }); });
+  });
 }
 
 void dn_model_free(dn_model* model) {
@@ -256,42 +254,35 @@ void dn_model_free(dn_model* model) {
 }
 
 int32_t dn_model_param_count(dn_model* model, int64_t* out) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
+  return with_model(model, [&](dn_model& m) {
     require(out, "out must not be null");
     *out = static_cast<int64_t>(m.params.size());
-  }); });
+  });
 }
 
 int32_t dn_model_param_info(dn_model* model, int64_t i, char* name, int64_t name_cap, int64_t* shape,
                             int32_t* ndim) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
+  return with_model(model, [&](dn_model& m) {
     require(shape && ndim, "shape and ndim must not be null");
-    std::lock_guard<std::mutex> lock(m.mutex);
     const auto& p = param_at(m, i);
     require(p.dim() <= DN_MAX_NDIM, "parameter has too many dimensions");
     copy_string(m.params[static_cast<size_t>(i)].first, name, name_cap);
     *ndim = static_cast<int32_t>(p.dim());
     for (int64_t d = 0; d < p.dim(); ++d) shape[d] = p.size(d);
-  }); });
+  });
 }
 
 int32_t dn_model_param_read(dn_model* model, int64_t i, float* out, int64_t numel) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
-    std::lock_guard<std::mutex> lock(m.mutex);
+  return with_model(model, [&](dn_model& m) {
     const auto& p = param_at(m, i);
     require(out && numel == p.numel(), "output buffer must hold ", p.numel(), " floats, got ", numel);
     auto host = p.detach().to(torch::kCPU, torch::kFloat).contiguous();
     std::memcpy(out, host.data_ptr<float>(), static_cast<size_t>(numel) * sizeof(float));
-  }); });
+  });
 }
 
 int32_t dn_model_param_write(dn_model* model, int64_t i, int32_t dtype, const void* data, int64_t nbytes) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
-    std::lock_guard<std::mutex> lock(m.mutex);
+  return with_model(model, [&](dn_model& m) {
     const auto& p = param_at(m, i);
     torch::ScalarType type;
     switch (dtype) {
@@ -308,14 +299,12 @@ int32_t dn_model_param_write(dn_model* model, int64_t i, int32_t dtype, const vo
     torch::NoGradGuard no_grad;
     // copy_ converts dtype and moves to the device; from_blob never outlives this call.
     const_cast<torch::Tensor&>(p).copy_(src);
-  }); });
+  });
 }
 
 int32_t dn_model_save_pt(dn_model* model, const char* path) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
+  return with_model(model, [&](dn_model& m) {
     require(path && *path, "path must not be empty");
-    std::lock_guard<std::mutex> lock(m.mutex);
     // A plain dict of CPU tensors: what a state_dict is and what torch.load(weights_only=True) accepts.
     c10::impl::GenericDict state(c10::StringType::get(), c10::TensorType::get());
     for (auto& [name, p] : m.params) state.insert(name, p.detach().to(torch::kCPU).contiguous());
@@ -345,25 +334,21 @@ int32_t dn_model_save_pt(dn_model* model, const char* path) {
     file.write(archive.data(), static_cast<std::streamsize>(archive.size()));
     file.flush();
     if (!file) throw IoError(c10::str("failed writing ", path));
-  }); });
+  });
 }
 
 
 int32_t dn_train_state_count(dn_model* model, int64_t* out) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
+  return with_model(model, [&](dn_model& m) {
     require(out, "out must not be null");
-    std::lock_guard<std::mutex> lock(m.mutex);
     *out = static_cast<int64_t>(train_state(m).size());
-  }); });
+  });
 }
 
 int32_t dn_train_state_info(dn_model* model, int64_t i, char* name, int64_t name_cap, int64_t* shape,
                             int32_t* ndim, int32_t* dtype) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
+  return with_model(model, [&](dn_model& m) {
     require(shape && ndim && dtype, "shape, ndim and dtype must not be null");
-    std::lock_guard<std::mutex> lock(m.mutex);
     auto entry = state_at(m, i);
     const auto& t = *entry.tensor;
     require(t.dim() <= DN_MAX_NDIM, "state tensor has too many dimensions");
@@ -371,24 +356,20 @@ int32_t dn_train_state_info(dn_model* model, int64_t i, char* name, int64_t name
     *ndim = static_cast<int32_t>(t.dim());
     for (int64_t d = 0; d < t.dim(); ++d) shape[d] = t.size(d);
     *dtype = t.scalar_type() == torch::kByte ? DN_DTYPE_U8 : DN_DTYPE_F32;
-  }); });
+  });
 }
 
 int32_t dn_train_state_read(dn_model* model, int64_t i, void* out, int64_t nbytes) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
-    std::lock_guard<std::mutex> lock(m.mutex);
+  return with_model(model, [&](dn_model& m) {
     auto entry = state_at(m, i);
     auto host = entry.tensor->detach().to(torch::kCPU).contiguous();
     require(out && nbytes == byte_size(host), entry.name, ": buffer must hold ", byte_size(host), " bytes");
     std::memcpy(out, host.data_ptr(), static_cast<size_t>(nbytes));
-  }); });
+  });
 }
 
 int32_t dn_train_state_write(dn_model* model, int64_t i, const void* data, int64_t nbytes) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
-    std::lock_guard<std::mutex> lock(m.mutex);
+  return with_model(model, [&](dn_model& m) {
     auto entry = state_at(m, i);
     auto& t = *entry.tensor;
     require(data && nbytes == byte_size(t), entry.name, ": expected ", byte_size(t), " bytes, got ", nbytes);
@@ -399,25 +380,21 @@ int32_t dn_train_state_write(dn_model* model, int64_t i, const void* data, int64
     } else {
       t.copy_(src);
     }
-  }); });
+  });
 }
 
 int32_t dn_optimizer_configure(dn_model* model, double weight_decay, double beta1, double beta2, double eps) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
-    std::lock_guard<std::mutex> lock(m.mutex);
+  return with_model(model, [&](dn_model& m) {
     configure_optimizer(m, weight_decay, beta1, beta2, eps);
-  }); });
+  });
 }
 
 int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask,
                       const int32_t* labels, int64_t batch, int64_t seq, double lr, double max_grad_norm,
                       double loss_scale, int32_t flags, dn_step_result* out) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
+  return with_model(model, [&](dn_model& m) {
     require(labels && out, "labels and out must not be null");
     require(lr >= 0.0, "learning rate must be >= 0");
-    std::lock_guard<std::mutex> lock(m.mutex);
     c10::DeviceGuard device_guard(m.device);
     auto [ids, mask] = load_inputs(m, input_ids, attention_mask, batch, seq);
     auto labels_cpu = torch::from_blob(const_cast<int32_t*>(labels), {batch}, torch::kInt32);
@@ -475,17 +452,15 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
     out->grad_norm = grad_norm;
     out->correct = logits.argmax(1).eq(target).sum().item<int64_t>();
     out->count = batch;
-  }); });
+  });
 }
 
 int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* attention_mask, int64_t batch,
                    int64_t seq, int32_t flags, float* logits, float* probs, int64_t capacity) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    auto& m = checked(model);
+  return with_model(model, [&](dn_model& m) {
     require(logits, "logits must not be null");
     require(batch > 0 && capacity == batch * m.config.num_labels, "output buffers must hold batch x num_labels = ",
             batch * m.config.num_labels, " floats, got ", capacity);
-    std::lock_guard<std::mutex> lock(m.mutex);
     c10::DeviceGuard device_guard(m.device);
     auto [ids, mask] = load_inputs(m, input_ids, attention_mask, batch, seq);
     c10::InferenceMode inference;
@@ -501,7 +476,7 @@ int32_t dn_predict(dn_model* model, const int32_t* input_ids, const uint8_t* att
     const auto n = static_cast<size_t>(batch * m.config.num_labels);
     std::memcpy(logits, out.data_ptr<float>(), n * sizeof(float));
     if (probs) std::memcpy(probs, torch::softmax(out, 1).data_ptr<float>(), n * sizeof(float));
-  }); });
+  });
 }
 
 }  // extern "C"

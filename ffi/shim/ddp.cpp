@@ -69,18 +69,13 @@ c10::intrusive_ptr<c10d::ProcessGroup> make_group(const std::string& host, int p
   return group;
 }
 
-dn_group& checked(dn_group* group) {
-  if (!group) throw distrinews::InvalidArgument("process group handle is null");
-  return *group;
-}
-
 }  // namespace
 
 extern "C" {
 
 int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t rank, int32_t world_size,
                         int32_t host_store, const char* backend, int64_t timeout_ms, dn_group** out) {
-  return distrinews::TorchThread::run([&] { return guarded(nullptr, [&] {
+  return distrinews::entry_point(nullptr, [&] {
     require(out && master_addr && *master_addr && backend, "master address, backend and out must be given");
     *out = nullptr;
     require(world_size >= 1, "world size must be >= 1, got ", world_size);
@@ -100,7 +95,7 @@ int32_t dn_group_create(const char* master_addr, int32_t master_port, int32_t ra
     handle->rank = rank;
     handle->world_size = world_size;
     *out = handle.release();
-  }); });
+  });
 }
 
 void dn_group_free(dn_group* group) {
@@ -115,38 +110,35 @@ int64_t dn_group_last_error(dn_group* group, char* buf, int64_t cap) {
 }
 
 int32_t dn_group_allreduce_sum(dn_group* group, double* values, int64_t n) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(group), [&] {
-    auto& g = checked(group);
+  return distrinews::with_group(group, [&](dn_group& g) {
     require(n >= 0 && (values || n == 0), "values must hold n doubles");
     if (n == 0) return;
     auto tensor = torch::from_blob(values, {n}, torch::kDouble).clone();
     std::vector<at::Tensor> tensors{tensor};
     g.group->allreduce(tensors)->wait();
     std::memcpy(values, tensor.data_ptr<double>(), static_cast<size_t>(n) * sizeof(double));
-  }); });
+  });
 }
 
 int32_t dn_group_barrier(dn_group* group) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(group), [&] { checked(group).group->barrier()->wait(); }); });
+  return distrinews::with_group(group, [](dn_group& g) { g.group->barrier()->wait(); });
 }
 
 int32_t dn_model_attach_ddp(dn_model* model, dn_group* group, int64_t bucket_cap_bytes,
                             int64_t first_bucket_cap_bytes) {
-  return distrinews::TorchThread::run([&] { return guarded(errors_of(model), [&] {
-    require(model, "model handle is null");
-    auto& g = checked(group);
+  return distrinews::with_model(model, [&](dn_model& m) {
+    auto& g = distrinews::checked(group);
     require(bucket_cap_bytes > 0 && first_bucket_cap_bytes > 0, "bucket sizes must be positive");
-    std::lock_guard<std::mutex> lock(model->mutex);
-    require(!model->reducer, "this model is already attached to a process group");
+    require(!m.reducer, "this model is already attached to a process group");
     // Gradients are reduced on the model's device: CPU tensors by Gloo, CUDA tensors by NCCL.
-    require(model->device.is_cpu() || g.nccl, "a CUDA model needs an nccl process group (this one is gloo)");
-    require(!model->device.is_cpu() || !g.nccl, "a CPU model needs a gloo process group (this one is nccl)");
-    c10::DeviceGuard device_guard(model->device);
+    require(m.device.is_cpu() || g.nccl, "a CUDA model needs an nccl process group (this one is gloo)");
+    require(!m.device.is_cpu() || !g.nccl, "a CPU model needs a gloo process group (this one is nccl)");
+    c10::DeviceGuard device_guard(m.device);
     std::vector<at::Tensor> params;
     std::unordered_map<size_t, std::string> names;
-    for (size_t i = 0; i < model->params.size(); ++i) {
-      params.push_back(model->params[i].second);
-      names[i] = model->params[i].first;
+    for (size_t i = 0; i < m.params.size(); ++i) {
+      params.push_back(m.params[i].second);
+      names[i] = m.params[i].first;
     }
     {
       // Every rank starts from rank 0's weights, whatever its own seed was (DDP's _sync_module_states).
@@ -161,13 +153,13 @@ int32_t dn_model_attach_ddp(dn_model* model, dn_group* group, int64_t bucket_cap
         c10d::compute_bucket_assignment_by_size(params, {std::numeric_limits<size_t>::max()}, dense);
     (void)limits;
     std::reverse(buckets.begin(), buckets.end());
-    model->reducer = std::make_unique<c10d::Reducer>(
+    m.reducer = std::make_unique<c10d::Reducer>(
         params, std::move(buckets), g.group, dense, bucket_cap_bytes, /*find_unused_parameters=*/false,
         /*gradient_as_bucket_view=*/false, std::move(names), first_bucket_cap_bytes,
         /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
         /*bucket_bytes_cap_list=*/std::vector<int64_t>{});
-    model->group = g.group;
-  }); });
+    m.group = g.group;
+  });
 }
 
 }  // extern "C"

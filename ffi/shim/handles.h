@@ -14,6 +14,7 @@
 #include "distilbert.h"
 #include "guard.h"
 #include "optim.h"
+#include "torch_thread.h"
 
 struct dn_group {
   c10::intrusive_ptr<c10d::ProcessGroup> group;
@@ -44,3 +45,42 @@ struct dn_model {
 
 inline distrinews::ErrorSlot* errors_of(dn_model* m) { return m ? &m->errors : nullptr; }
 inline distrinews::ErrorSlot* errors_of(dn_group* g) { return g ? &g->errors : nullptr; }
+
+namespace distrinews {
+
+inline dn_model& checked(dn_model* model) {
+  if (!model) throw InvalidArgument("model handle is null");
+  return *model;
+}
+
+inline dn_group& checked(dn_group* group) {
+  if (!group) throw InvalidArgument("process group handle is null");
+  return *group;
+}
+
+// The one way an entry point of the ABI runs its body: on the torch thread (torch_thread.h says why), under
+// the guard (every exception becomes a status code and a message kept in `slot`).
+template <typename F>
+int32_t entry_point(ErrorSlot* slot, F&& body) {
+  return TorchThread::run([&] { return guarded(slot, body); });
+}
+
+// An entry point on a model: the handle checked, then one call at a time on that model (its mutex), since
+// Deno's nonblocking calls may arrive from several worker threads.
+template <typename F>
+int32_t with_model(dn_model* model, F&& body) {
+  return entry_point(errors_of(model), [&] {
+    auto& m = checked(model);
+    std::lock_guard<std::mutex> lock(m.mutex);
+    body(m);
+  });
+}
+
+// An entry point on a process group: the handle checked. Collectives need no lock of their own: every call
+// runs on the torch thread, one at a time.
+template <typename F>
+int32_t with_group(dn_group* group, F&& body) {
+  return entry_point(errors_of(group), [&] { body(checked(group)); });
+}
+
+}  // namespace distrinews
