@@ -53,7 +53,17 @@ export {
   type WheelModel,
 } from "./weights/pretrained_sources.ts";
 export { evaluate, type EvaluateOptions, type EvaluationResult } from "./training/evaluate.ts";
-export { loadTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "./weights/torch_pickle.ts";
+export {
+  loadTorchCheckpoint,
+  readTorchCheckpoint,
+  TorchCheckpointError,
+} from "./weights/torch_checkpoint.ts";
+export {
+  detectFormat,
+  type FormatDetection,
+  type WeightsFormat,
+  WeightsFormatError,
+} from "./weights/format.ts";
 export {
   loadConfig,
   loadModel,

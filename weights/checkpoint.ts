@@ -8,7 +8,8 @@
  *   vocab.txt, tokenizer_config.json, special_tokens_map.json   the tokenizer
  *
  * Reading also accepts a lone weights file (.safetensors, .pt, .bin) with a config.json beside it, and
- * Hugging Face's pytorch_model.bin. Formats are told apart by their bytes, not by file extensions.
+ * Hugging Face's pytorch_model.bin, in torch.save's zip or legacy format. Formats are told apart by their
+ * bytes (weights/format.ts), not by file extensions.
  * @module
  */
 
@@ -16,9 +17,10 @@ import { basename, dirname, join } from "node:path";
 import { configToJson, type DistilBertConfig, parseConfig } from "../model/config.ts";
 import { type DeviceSpec, DistilBertClassifier, type LoadReport } from "../ffi/model.ts";
 import { isDirectory, isFile, writeFileAtomic } from "../util/fs.ts";
+import { detectFormat, WeightsFormatError } from "./format.ts";
 import { readSafetensors, writeSafetensorsFile } from "./safetensors.ts";
 import type { StateDict } from "../model/tensor.ts";
-import { readTorchCheckpoint } from "./torch_pickle.ts";
+import { readTorchCheckpoint } from "./torch_checkpoint.ts";
 
 /** File name of the bare PyTorch state_dict inside a checkpoint directory. */
 export const PT_FILE = "distilbert_agnews.pt";
@@ -30,14 +32,30 @@ export interface SavableTokenizer {
   saveHuggingFace(dir: string): Promise<void>;
 }
 
-/** Parses weight bytes, recognising a PyTorch zip (PK\x03\x04) or else safetensors. */
+/**
+ * Parses weight bytes in any format DistriNews reads (safetensors, torch.save's zip or legacy container),
+ * chosen by weights/format.ts's {@link detectFormat} from the bytes, never from the file name.
+ * @param source the file name for error messages
+ * @throws {WeightsFormatError} when the bytes are none of the formats (the message says what was seen);
+ *   the format's own reader's error when they are one but malformed
+ */
 export function readStateDict(bytes: Uint8Array, source: string): StateDict {
-  const isZip = bytes.length >= 4 && bytes[0] === 0x50 && bytes[1] === 0x4b && bytes[2] === 0x03 &&
-    bytes[3] === 0x04;
-  return isZip ? readTorchCheckpoint(bytes, source) : readSafetensors(bytes, source);
+  const detected = detectFormat(bytes);
+  switch (detected.format) {
+    case "safetensors":
+      return readSafetensors(bytes, source);
+    case "torch-zip":
+    case "torch-legacy":
+      return readTorchCheckpoint(bytes, source);
+    default:
+      throw new WeightsFormatError(source, detected.reason);
+  }
 }
 
-/** Reads a weights file of either format. */
+/**
+ * Reads a weights file of any format (see {@link readStateDict}): what `--pretrained`, `serve` and `predict`
+ * load through {@link loadModel} and weights/pretrained.ts.
+ */
 export async function loadStateDictFile(path: string): Promise<StateDict> {
   let bytes: Uint8Array;
   try {

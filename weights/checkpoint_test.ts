@@ -2,11 +2,18 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DistilBertClassifier, setNumThreads } from "../ffi/model.ts";
-import { loadModel, locateCheckpoint, PT_FILE, saveCheckpoint } from "./checkpoint.ts";
+import { AG_NEWS_LABELS } from "../model/labels.ts";
+import type { StateDict } from "../model/tensor.ts";
+import { loadModel, loadStateDictFile, locateCheckpoint, PT_FILE, saveCheckpoint } from "./checkpoint.ts";
+import { detectFormat } from "./format.ts";
+import { loadPretrained } from "./pretrained.ts";
+import { resolvePretrained } from "./pretrained_sources.ts";
 import {
   assertClose,
+  hfConfigJson,
   makeBatch,
   makeReferenceModel,
+  pythonJson,
   readLogits,
   reference,
   referenceLogits,
@@ -86,6 +93,81 @@ Deno.test("transformers' save_pretrained (safetensors and pytorch_model.bin) →
   const fromBin = await loadModel(bin, { device: "cpu" });
   using binModel = fromBin.model;
   assertClose(binModel.predict(batch).logits, expected, 1e-5, "from pytorch_model.bin");
+});
+
+/**
+ * A random tiny DistilBERT classifier saved as Hugging Face's folder of old: config.json beside a
+ * pytorch_model.bin written by torch.save in its legacy (pre-zip) format. Prints its float32 weights (hex)
+ * and its eval-mode logits on the batch given, so the loaders are checked against torch itself.
+ */
+const LEGACY_FOLDER = String.raw`
+import json, sys, zipfile
+import torch
+from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+a = json.load(sys.stdin)
+torch.manual_seed(7)
+model = DistilBertForSequenceClassification(DistilBertConfig(**a["config"])).eval()
+with torch.no_grad():
+    for p in model.parameters():
+        p.add_(torch.randn_like(p) * 0.05)  # non-zero biases and LayerNorm shifts
+model.config.save_pretrained(a["dir"])
+bin_path = a["dir"] + "/pytorch_model.bin"
+torch.save(model.state_dict(), bin_path, _use_new_zipfile_serialization=False)
+assert not zipfile.is_zipfile(bin_path)
+with torch.no_grad():
+    logits = model(input_ids=torch.tensor(a["input_ids"]), attention_mask=torch.tensor(a["mask"])).logits
+json.dump({
+    "weights": {k: v.detach().float().contiguous().numpy().tobytes().hex() for k, v in model.state_dict().items()},
+    "logits": logits.flatten().tolist(),
+}, sys.stdout)
+`;
+
+/** Asserts every tensor of `state` is, bit for bit, the float32 weight Python printed under its name. */
+function assertWeights(state: StateDict, expected: Record<string, string>, what: string): void {
+  const names = Object.keys(expected).filter((k) => !k.endsWith("position_ids"));
+  assert.deepEqual([...state.keys()].sort(), names.sort(), `${what}: names`);
+  for (const [name, tensor] of state) {
+    assert.equal(tensor.dtype, "F32", `${what}: ${name}`);
+    const hex = Array.from(tensor.data, (b) => b.toString(16).padStart(2, "0")).join("");
+    assert.ok(hex === expected[name], `${what}: ${name} differs from Python's`);
+  }
+}
+
+Deno.test("a legacy torch.save pytorch_model.bin loads through predict/serve's and --pretrained's paths", async () => {
+  await using tmp = await tempDir();
+  const config = tinyConfig();
+  const dir = join(tmp.path, "legacy-hf");
+  await Deno.mkdir(dir);
+  const batch = makeBatch(config, 3, 10, 5);
+  const rows = (a: ArrayLike<number>) =>
+    Array.from({ length: batch.batchSize }, (_, i) => Array.from(a).slice(i * 10, (i + 1) * 10));
+  const python = await pythonJson(LEGACY_FOLDER, {
+    config: hfConfigJson(config),
+    dir,
+    input_ids: rows(batch.inputIds),
+    mask: rows(batch.attentionMask),
+  }) as { weights: Record<string, string>; logits: number[] };
+  const bin = join(dir, "pytorch_model.bin");
+  assert.deepEqual(detectFormat(await Deno.readFile(bin)), { format: "torch-legacy" });
+
+  // serve and predict: TextClassifier.load resolves the folder, then loads the weights file it found.
+  const source = await resolvePretrained(dir);
+  assert.equal(source.weightsPath, bin);
+  for (const path of [source.weightsPath, dir]) {
+    const loaded = await loadModel(path, { device: "cpu" });
+    using model = loaded.model;
+    assert.equal(loaded.files.weightsPath, bin);
+    assertWeights(model.stateDict(), python.weights, `loadModel(${path})`);
+    assertClose(model.predict(batch).logits, Float32Array.from(python.logits), 1e-5, `logits via ${path}`);
+  }
+  // train --pretrained: the same weights, head kept (as many classes).
+  const pretrained = await loadPretrained(dir, { id2label: [...AG_NEWS_LABELS] });
+  assert.equal(pretrained.family, "distilbert");
+  assert.equal(pretrained.keptHead, true);
+  assertWeights(pretrained.state, python.weights, "loadPretrained");
+  // And the bare file reader.
+  assertWeights(await loadStateDictFile(bin), python.weights, "loadStateDictFile");
 });
 
 Deno.test("broken checkpoints fail with a clear message and nothing crashes", async () => {

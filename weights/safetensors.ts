@@ -5,9 +5,10 @@
  */
 
 import { type DType, DTYPE_SIZE, numel, type StateDict } from "../model/tensor.ts";
+import { detectFormat, FORMAT_NAMES, SAFETENSORS_MAX_HEADER_BYTES } from "./format.ts";
 
 /** Largest header accepted (the format's own limit is 100 MB). */
-const MAX_HEADER_BYTES = 100_000_000;
+const MAX_HEADER_BYTES = SAFETENSORS_MAX_HEADER_BYTES;
 
 function fail(source: string, message: string): never {
   throw new Error(`${source}: not a valid safetensors file: ${message}`);
@@ -17,7 +18,12 @@ function parseHeader(
   bytes: Uint8Array,
   source: string,
 ): { header: Record<string, unknown>; dataStart: number } {
-  if (bytes.length < 8) fail(source, `only ${bytes.length} bytes`);
+  // The same format check as every other reader, so a torch file or garbage is named for what it is.
+  const detected = detectFormat(bytes);
+  if (detected.format === "unknown") fail(source, detected.reason);
+  if (detected.format !== "safetensors") {
+    fail(source, `this is ${FORMAT_NAMES[detected.format]}; read it with loadStateDictFile or readStateDict`);
+  }
   const headerLength = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
   if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, bytes.length - 8))) {
     fail(

@@ -1,10 +1,13 @@
 /**
- * A small zip archive reader, enough for Python wheels and similar archives held in memory:
+ * A small zip archive reader, enough for Python wheels, torch.save's zip checkpoints and similar archives
+ * held in memory (the only zip reader of DistriNews):
  *
  * - the central directory, ZIP64 included (entry count, sizes and offsets past 4 GiB / 65535 entries);
  * - entries stored (method 0) or deflated (method 8, inflated by the platform's
  *   `DecompressionStream("deflate-raw")`), streamed in chunks so a large entry never needs a second copy;
- * - every extracted byte is checked: the size must equal the central directory's, and the CRC-32 too.
+ * - every extracted byte is checked: the size must equal the central directory's, and the CRC-32 too;
+ * - stored entries can also be read in place, as views without a copy or a CRC-32 pass
+ *   ({@link ZipArchive.storedBytes}), which is how torch checkpoints' storages are read.
  *
  * Encrypted entries, other compression methods (bzip2, LZMA, zstd, ...) and archives split over several
  * files are refused with a clear {@link ZipError}; so is anything that points outside the archive's bytes.
@@ -140,6 +143,26 @@ export class ZipArchive {
       at += chunk.length;
     }
     return out;
+  }
+
+  /**
+   * The bytes of a stored (uncompressed) entry as a view into the archive's bytes, at once and without a
+   * copy. For containers whose entries are always stored and read in place, such as `torch.save`'s: it
+   * writes every record stored, padding each local header's extra field so that the data start 64-byte
+   * aligned (the local extra field is skipped whatever its length). Unlike {@link read}, the CRC-32 is not
+   * checked, as torch.load does not check it either: hashing a few hundred megabytes of weights on every
+   * load would cost more than reading them.
+   * @throws {ZipError} when the entry is compressed, encrypted, missing or lies outside the archive
+   */
+  storedBytes(entry: ZipEntry | string): Uint8Array {
+    const e = this.#entry(entry);
+    if (e.method !== 0 && !(e.flags & 0x41)) {
+      const how = e.method === 8 ? "deflate-compressed" : `compressed with method ${e.method}`;
+      throw new ZipError(
+        `${this.source}: entry ${e.name} is ${how}; only stored entries can be read in place`,
+      );
+    }
+    return entryData(this.bytes, e, this.source);
   }
 
   /**

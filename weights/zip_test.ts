@@ -271,6 +271,47 @@ Deno.test("encrypted entries and other compression methods are refused by name",
   );
 });
 
+Deno.test("storedBytes: stored entries as views in place, without a CRC-32 pass; anything else refused", async () => {
+  const { manifest } = await fixtures();
+  for (const name of ["stored.zip", "deflated.zip", "zip64.zip"]) {
+    const bytes = await archiveBytes(name);
+    const zip = ZipArchive.fromBytes(bytes, name);
+    for (const entry of zip.entries.filter((e) => e.method === 0)) {
+      const data = zip.storedBytes(entry);
+      assert.equal(sha256(data), manifest[name][entry.name][0], `${name}: ${entry.name}`);
+      assert.equal(data.buffer, bytes.buffer, "a view into the archive");
+      assert.equal(data.byteOffset, dataOffset(bytes, entry.localHeaderOffset));
+      assert.deepEqual(zip.storedBytes(entry.name), data);
+    }
+  }
+  const deflated = ZipArchive.fromBytes(await archiveBytes("deflated.zip"), "d.zip");
+  throwsZip(
+    () => deflated.storedBytes("text.txt"),
+    /^d\.zip: entry text\.txt is deflate-compressed; only stored entries can be read in place$/,
+  );
+  throwsZip(() => deflated.storedBytes("nope"), /^d\.zip has no entry nope$/);
+  const bz = ZipArchive.fromBytes(await archiveBytes("bzip2.zip"), "bz.zip");
+  throwsZip(() => bz.storedBytes("text.txt"), /entry text\.txt is compressed with method 12/);
+  // Encrypted: refused whatever the method.
+  const encrypted = await archiveBytes("stored.zip");
+  encrypted[centralRecord(encrypted, "a.txt") + 8] |= 1;
+  throwsZip(
+    () => ZipArchive.fromBytes(encrypted, "e.zip").storedBytes("a.txt"),
+    /e\.zip: entry a\.txt is encrypted/,
+  );
+  // No CRC-32 pass: a flipped byte comes back flipped here, while read() refuses it.
+  const flipped = await archiveBytes("stored.zip");
+  const entry = readCentralDirectory(flipped).find((e) => e.name === "a.txt")!;
+  flipped[dataOffset(flipped, entry.localHeaderOffset)] ^= 0x20;
+  const zip = ZipArchive.fromBytes(flipped, "f.zip");
+  assert.equal(new TextDecoder().decode(zip.storedBytes("a.txt")), "Hello zip\n");
+  await rejectsZip(zip.read("a.txt"), /CRC-32/);
+  // Data that lies past the end of the archive is refused, not returned short.
+  const cut = ZipArchive.fromBytes(await archiveBytes("stored.zip"), "c.zip");
+  const text = cut.get("folder/text.txt")!;
+  throwsZip(() => cut.storedBytes({ ...text, size: 1e9, compressedSize: 1e9 }), /c\.zip: .*outside the/);
+});
+
 Deno.test("a bad central directory signature is reported, not a RangeError", async () => {
   const bytes = await archiveBytes("stored.zip");
   bytes[centralRecord(bytes, "empty.txt")] = 0;

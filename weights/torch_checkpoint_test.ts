@@ -1,12 +1,18 @@
 /**
- * Tests for the torch.save reader. Fixtures are made at test time by the repo's Python venv (torch,
- * transformers, safetensors); Python also writes what each file must decode to, as safetensors of
- * contiguous clones, so every key, dtype, shape and byte is checked against torch itself.
+ * Tests for the torch.save reader (weights/torch_checkpoint.ts), in both containers, and for the entry
+ * points that reach it through weights/format.ts's detection (readStateDict, loadStateDictFile). Fixtures
+ * are made at test time by the repo's Python venv (torch, transformers, safetensors); Python also writes
+ * what each file must decode to, as safetensors of contiguous clones, so every key, dtype, shape and byte
+ * is checked against torch itself.
  */
 
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { loadTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "./torch_pickle.ts";
+import { loadTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "./torch_checkpoint.ts";
+import { loadStateDictFile, readStateDict } from "./checkpoint.ts";
+import { detectFormat } from "./format.ts";
+import { ZipArchive } from "./zip.ts";
 import type { DType, RawTensor, StateDict } from "../model/tensor.ts";
 
 // ---------------------------------------------------------------------------------------------------
@@ -17,7 +23,7 @@ const PYTHON = fileURLToPath(new URL("../.venv/bin/python", import.meta.url));
 
 /** Writes every fixture into argv[1]; `meta.json` records key orders and how the HF file was made. */
 const FIXTURE_SCRIPT = String.raw`
-import json, os, sys, zipfile
+import hashlib, json, os, sys, zipfile
 import torch
 from safetensors.torch import save_file
 from transformers import DistilBertConfig, DistilBertForSequenceClassification
@@ -134,6 +140,45 @@ rezip("plain.pt", "missing.pt", edit=lambda n, d: None if n.endswith("/data/0") 
 zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = -1, 0
 rezip("plain.pt", "zip64.pt")
 expect("zip64", plain)
+zipfile.ZIP64_LIMIT, zipfile.ZIP_FILECOUNT_LIMIT = (1 << 31) - 1, 1 << 16
+
+# The legacy container (_use_new_zipfile_serialization=False): several dtypes, non-contiguous and offset
+# views, and tensors sharing one storage, in pickle protocol 2 (torch's default) and 4 (FRAME opcodes).
+g = torch.Generator().manual_seed(2)
+base = torch.randn(4, 6, generator=g)
+tied = torch.randn(3, generator=g).half()
+mixed = {
+    "f32": torch.randn(3, 4, generator=g),
+    "f16": torch.randn(5, generator=g).half(),
+    "bf16": torch.randn(2, 3, generator=g).bfloat16(),
+    "i64": torch.tensor([-(2**62), -1, 0, 1, 2**62 + 3]),
+    "base": base,
+    "t": base.t(),
+    "block": base[1:3, ::2],
+    "row": base[2],
+    "tied_a": tied,
+    "tied_b": tied,
+    "bf16_strided": torch.randn(3, 4, generator=g).bfloat16()[:, 1::2],
+    "i64_t": torch.arange(6).reshape(2, 3).t(),
+    "scalar": torch.tensor(-7),
+}
+for name, protocol in (("legacy_mixed", 2), ("legacy_proto4", 4)):
+    torch.save(mixed, p(name + ".pt"), _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+    expect(name, mixed)
+# What the file really holds, as torch.load sees it: the views still share their storage.
+back = torch.load(p("legacy_mixed.pt"), weights_only=True)
+ptr = lambda k: back[k].untyped_storage().data_ptr()
+meta["legacy_mixed"] = {
+    "views_share_base": ptr("t") == ptr("base") == ptr("block") == ptr("row"),
+    "tied_share": ptr("tied_a") == ptr("tied_b"),
+    "non_contiguous": sorted(k for k, v in back.items() if not v.is_contiguous()),
+    "storages": len({ptr(k) for k in back}),
+    "tensors": len(back),
+}
+# torch's own zip records, for the in-place reader: each entry's bytes and where its data starts.
+with zipfile.ZipFile(p("views.pt")) as z:
+    meta["views_entries"] = {i.filename: [hashlib.sha256(z.read(i)).hexdigest(), i.header_offset]
+                             for i in z.infolist()}
 
 with open(p("meta.json"), "w") as f:
     json.dump(meta, f)
@@ -143,6 +188,14 @@ interface Meta {
   keys: Record<string, string[]>;
   hf_via: string;
   views_storages: number;
+  legacy_mixed: {
+    views_share_base: boolean;
+    tied_share: boolean;
+    non_contiguous: string[];
+    storages: number;
+    tensors: number;
+  };
+  views_entries: Record<string, [sha256: string, headerOffset: number]>;
 }
 
 let fixtureDir: Promise<{ dir: string; meta: Meta }> | undefined;
@@ -155,7 +208,7 @@ function fixtures(): Promise<{ dir: string; meta: Meta }> {
     } catch {
       throw new Error(`${PYTHON} is missing: run \`deno task setup\` to create the Python venv`);
     }
-    const dir = await Deno.makeTempDir({ prefix: "torch_pickle_test_" });
+    const dir = await Deno.makeTempDir({ prefix: "torch_checkpoint_test_" });
     globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
     const result = await new Deno.Command(PYTHON, {
       args: ["-c", FIXTURE_SCRIPT, dir],
@@ -367,6 +420,39 @@ Deno.test("legacy (non-zip) torch.save format matches Python", async () => {
   await assertMatchesPython(await loadTorchCheckpoint(await fixturePath("legacy.pt")), "legacy");
 });
 
+Deno.test("legacy container: F32 F16 BF16 I64, strided views and shared storages, bit for bit", async () => {
+  const { meta } = await fixtures();
+  // The fixture is what it claims: views of one storage, a tied pair, non-contiguous tensors.
+  assert.ok(meta.legacy_mixed.views_share_base && meta.legacy_mixed.tied_share);
+  assert.deepEqual(meta.legacy_mixed.non_contiguous, ["bf16_strided", "block", "i64_t", "t"]);
+  assert.ok(meta.legacy_mixed.storages < meta.legacy_mixed.tensors);
+  for (const name of ["legacy_mixed", "legacy_proto4"]) {
+    const bytes = await Deno.readFile(await fixturePath(`${name}.pt`));
+    assert.deepEqual(detectFormat(bytes), { format: "torch-legacy" }, name);
+    const sd = readTorchCheckpoint(bytes, name);
+    await assertMatchesPython(sd, name);
+    assert.deepEqual(
+      [...sd.values()].map((t) => t.dtype),
+      ["F32", "F16", "BF16", "I64", "F32", "F32", "F32", "F32", "F16", "F16", "BF16", "I64", "I64"],
+    );
+    // Views come out as their own contiguous copies: the transpose's first row is the base's first column.
+    const base = f32(sd.get("base")!);
+    assert.deepEqual(f32(sd.get("t")!).slice(0, 4), [0, 1, 2, 3].map((r) => base[r * 6]));
+    assert.deepEqual(f32(sd.get("row")!), base.slice(12, 18));
+    assert.notEqual(sd.get("tied_a")!.data.buffer, sd.get("tied_b")!.data.buffer);
+    assert.deepEqual([...new BigInt64Array(sd.get("i64_t")!.data.slice().buffer)], [0n, 3n, 1n, 4n, 2n, 5n]);
+  }
+});
+
+Deno.test("every weights entry point reads legacy and zip torch files alike", async () => {
+  for (const name of ["legacy_mixed", "legacy_proto4", "legacy", "distilbert", "views"]) {
+    const path = await fixturePath(`${name}.pt`);
+    await assertMatchesPython(await loadStateDictFile(path), name);
+    await assertMatchesPython(readStateDict(await Deno.readFile(path), path), name);
+    await assertMatchesPython(await loadTorchCheckpoint(path), name);
+  }
+});
+
 Deno.test("dtypes F32 F16 BF16 F64 I64 I32 I8 U8 BOOL, with inf/nan/-0/subnormal", async () => {
   const sd = await loadTorchCheckpoint(await fixturePath("dtypes.pt"));
   await assertMatchesPython(sd, "dtypes");
@@ -428,6 +514,27 @@ Deno.test("tensors and parameters carrying Python attributes (_rebuild_from_type
   await assertMatchesPython(await loadTorchCheckpoint(await fixturePath("attrs.pt")), "attrs");
 });
 
+Deno.test("torch's zip records are read in place by weights/zip.ts, past their local alignment padding", async () => {
+  const { meta } = await fixtures();
+  const bytes = await Deno.readFile(await fixturePath("views.pt"));
+  const zip = ZipArchive.fromBytes(bytes, "views.pt");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let padded = 0;
+  assert.deepEqual(zip.names(), Object.keys(meta.views_entries));
+  for (const entry of zip.entries) {
+    const [hash, headerOffset] = meta.views_entries[entry.name];
+    assert.equal(entry.localHeaderOffset, headerOffset, entry.name);
+    const data = zip.storedBytes(entry);
+    assert.equal(createHash("sha256").update(data).digest("hex"), hash, entry.name);
+    assert.equal(data.buffer, bytes.buffer, `${entry.name}: a view, not a copy`);
+    if (view.getUint16(headerOffset + 28, true) > 0) padded++;
+    if (entry.name.includes("/data/")) {
+      assert.equal(data.byteOffset % 64, 0, `${entry.name} is 64-byte aligned`);
+    }
+  }
+  assert.ok(padded > 0, "torch padded some local headers");
+});
+
 Deno.test("ZIP64 archive", async () => {
   const bytes = await Deno.readFile(await fixturePath("zip64.pt"));
   const zip64Eocd = [0x50, 0x4b, 0x06, 0x06];
@@ -458,8 +565,23 @@ Deno.test("refuses crafted pickles calling os.system / builtins.eval", () => {
     "eval.zip",
     /global builtins\.eval/,
   );
-  // As a bare pickle (not zip), it is refused too: nothing is ever called.
-  assertRejects(() => readTorchCheckpoint(viaGlobal, "bare.pkl"), "bare.pkl", /global os\.system/);
+  // Inside the legacy container (not zip), it is refused by name too: nothing is ever called.
+  const legacyHead = pickle(
+    [0x80, 2, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e], // magic number
+    [0x80, 2, 0x4d, 0xe9, 0x03, 0x2e], // protocol version 1001
+    [0x80, 2, 0x7d, 0x2e], // sys_info: {}
+  );
+  assertRejects(
+    () => readTorchCheckpoint(concat([legacyHead, viaGlobal]), "legacy.pkl"),
+    "legacy.pkl",
+    /global os\.system/,
+  );
+  // As a bare pickle (no torch container at all) it is refused before it is even unpickled.
+  assertRejects(
+    () => readTorchCheckpoint(viaGlobal, "bare.pkl"),
+    "bare.pkl",
+    /not a PyTorch checkpoint .*bare pickle/,
+  );
 });
 
 Deno.test("crafted tensor within bounds is read; out of bounds or missing storage is refused", () => {
@@ -519,7 +641,10 @@ Deno.test("deflate-compressed, big-endian and incomplete archives are refused cl
 Deno.test("non-dict checkpoints, unsupported dtypes and other formats are refused clearly", async () => {
   await rejectsFixture("list.pt", /not a dict/);
   await rejectsFixture("int16.pt", /torch\.ShortStorage is not supported/);
-  await rejectsFixture("plain.expected.safetensors", /safetensors file/);
+  await rejectsFixture(
+    "plain.expected.safetensors",
+    /this is a safetensors file, not a torch\.save checkpoint/,
+  );
   await assert.rejects(loadTorchCheckpoint("/nonexistent/x.pt"), /\/nonexistent\/x\.pt: cannot read file/);
 });
 
@@ -539,7 +664,7 @@ function readOrCleanError(bytes: Uint8Array, source: string): void {
 }
 
 Deno.test("truncated files are refused with the file name", async () => {
-  for (const name of ["distilbert.pt", "legacy.pt", "zip64.pt"]) {
+  for (const name of ["distilbert.pt", "legacy.pt", "legacy_mixed.pt", "legacy_proto4.pt", "zip64.pt"]) {
     const bytes = await Deno.readFile(await fixturePath(name));
     for (let i = 0; i < 40; i++) {
       const cut = Math.floor((bytes.length * i) / 40);
