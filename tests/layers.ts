@@ -32,6 +32,8 @@ export const LAYERS: Readonly<Record<string, number>> = {
   inference: 5,
   /** The HTTP API. */
   server: 6,
+  /** The DDP launcher's parts (flags, plan, supervisor, summary); launch.ts is its entry point. */
+  launcher: 6,
   /** The entry points at the repository root: train.ts, serve.ts, predict.ts, launch.ts, setup.ts, mod.ts. */
   ".": 7,
   /** Test helpers and end-to-end tests: they may use everything. */

@@ -530,6 +530,74 @@ Deno.test("CLI: a second signal kills ranks that ignore the first, without waiti
   await assertNoneAlive(dir, 2);
 });
 
+Deno.test("CLI: the summary has one line per rank and names the first failure", async () => {
+  await using tmp = await fixtureDir("launch_summary_");
+  const dir = tmp.path;
+  // Rank 1 exits 4 after 0.3 s; rank 0 ends at the launcher's SIGTERM.
+  const run = await runLauncher([
+    "--cpu",
+    "--gpus",
+    "2",
+    "--script",
+    RANK_SCRIPT,
+    "--",
+    "--out",
+    dir,
+    "--fail-rank",
+    "1",
+    "--code",
+    "4",
+    "--after",
+    "300",
+    "--sleep",
+    "60000",
+  ]);
+  assert.equal(run.code, 4, run.stderr);
+  const summary = run.stderr.split("\n").filter((l) =>
+    /^\[launcher\] (rank \d+ \S+ .* after |FAILED)/.test(l)
+  );
+  assert.equal(summary.length, 3, run.stderr);
+  assert.match(
+    summary[0],
+    /^\[launcher\] rank 0 was killed by SIGTERM \(exit code 143\) after .* \(while being stopped\)$/,
+  );
+  assert.match(summary[1], /^\[launcher\] rank 1 exited with code 4 after .* \(failed first\)$/);
+  assert.equal(summary[2], "[launcher] FAILED: rank 1 failed first (it exited with code 4); exit code 4");
+  await assertNoneAlive(dir, 2);
+});
+
+Deno.test("CLI: --pretrained is fetched once, before any rank starts; a bad source starts nothing", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "launch_pretrained_" });
+  try {
+    const model = join(dir, "model");
+    Deno.mkdirSync(model);
+    Deno.writeTextFileSync(join(model, "config.json"), "{}");
+    Deno.writeTextFileSync(join(model, "model.safetensors"), "");
+    const args = ["--cpu", "--gpus", "2", "--script", ENV_SCRIPT, "--", "--pretrained"];
+    const run = await runLauncher([...args, model], { env: { FIXTURE_OUT: dir } });
+    assert.equal(run.code, 0, run.stderr);
+    const lines = run.stderr.split("\n");
+    const ready = lines.filter((l) =>
+      l.startsWith("[launcher] pretrained weights ready for every rank: local ")
+    );
+    assert.equal(ready.length, 1, run.stderr);
+    assert.ok(
+      lines.indexOf(ready[0]) < lines.findIndex((l) => l.startsWith("[launcher] starting ranks")),
+      "warmed before the ranks start",
+    );
+    assert.equal(readEnvs(dir, 2).length, 2);
+
+    const bad = await runLauncher([...args, join(dir, "missing", "model.safetensors")], {
+      env: { FIXTURE_OUT: join(dir, "bad") },
+    });
+    assert.equal(bad.code, 1, bad.stderr);
+    assert.match(bad.stderr, /^error: .*missing\/model\.safetensors/m);
+    assert.doesNotMatch(bad.stderr, /\[launcher\] starting/, "nothing was started");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("CLI: bad flags exit 2 with the usage", async () => {
   for (
     const args of [
