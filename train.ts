@@ -22,6 +22,7 @@ import { type MetricsRecord, MetricsWriter, readMetrics, RunningMetrics } from "
 import { evaluate } from "./training/evaluate.ts";
 import { Progress } from "./training/progress.ts";
 import { pointsFromMetrics, renderChart } from "./training/chart.ts";
+import { TensorBoardWriter } from "./training/tensorboard.ts";
 import { parseTrainOptions, TRAIN_USAGE, type TrainOptions } from "./training/options.ts";
 import {
   checkBf16,
@@ -115,6 +116,8 @@ interface EpochPlan {
   stepsPerEpoch: number;
   maxLength: number;
   signal: AbortSignal;
+  /** Rank 0's TensorBoard event file (undefined on other ranks and with --no-tensorboard). */
+  tensorboard?: TensorBoardWriter;
 }
 
 /**
@@ -133,6 +136,10 @@ async function trainOneEpoch(model: DistilBertClassifier, plan: EpochPlan, epoch
     ? new Progress({ total: plan.stepsPerEpoch, label: `epoch ${epoch + 1}/${options.epochs}` })
     : undefined;
   let micro = 0;
+  // The optimizer step's micro-batches, for its TensorBoard point. Like nanoGPT's printed loss, it is rank 0's
+  // own shard: averaging it over ranks would cost an all-reduce per step (the epoch figures are global).
+  let sinceStep = new RunningMetrics();
+  let stepStarted = performance.now();
   const batches = shardBatches(plan.train, shard, {
     batchSize: options.batchSize,
     groupByLength: options.groupByLength,
@@ -154,7 +161,20 @@ async function trainOneEpoch(model: DistilBertClassifier, plan: EpochPlan, epoch
       padded: options.paddedCompute,
     });
     running.add(result);
+    sinceStep.add(result);
     if (apply) {
+      const now = performance.now();
+      plan.tensorboard?.scalars({
+        "train/loss": sinceStep.meanLoss,
+        "train/accuracy": sinceStep.accuracy,
+        "train/lr": plan.schedule(step),
+        // All ranks step together, each on its own batch: the job's rate is this rank's times the world size.
+        "train/samples_per_s": (sinceStep.count * me.worldSize) / ((now - stepStarted) / 1000),
+        // The norm of the averaged (all-reduced) gradients, before clipping: the same on every rank.
+        "train/grad_norm": result.gradNorm,
+      }, step + 1);
+      sinceStep = new RunningMetrics();
+      stepStarted = now;
       step++;
       progress?.update({
         step: step - epoch * plan.stepsPerEpoch,
@@ -165,6 +185,14 @@ async function trainOneEpoch(model: DistilBertClassifier, plan: EpochPlan, epoch
   }
   progress?.finish();
   return { step, running };
+}
+
+/** The run's settings as a Markdown table, for TensorBoard's text tab. */
+function flagsMarkdown(options: TrainOptions, worldSize: number): string {
+  const rows = Object.entries({ ...options, worldSize }).filter(([, v]) => v !== undefined);
+  return ["| setting | value |", "| --- | --- |", ...rows.map(([k, v]) => `| ${k} | ${String(v)} |`)].join(
+    "\n",
+  );
 }
 
 async function main(args: string[]): Promise<void> {
@@ -221,6 +249,14 @@ async function main(args: string[]): Promise<void> {
       warmupSteps: warmupSteps(totalSteps, options.warmup),
       totalSteps,
     });
+    const { history, writer } = await openMetrics(me, options.logDir, resumed);
+    using _metrics = writer;
+    // TensorBoard's event file beside metrics.jsonl (rank 0): `tensorboard --logdir <log dir>`. A resumed run
+    // opens a new file in the same folder; TensorBoard reads them as one run.
+    using tensorboard = me.isMain && options.tensorboard
+      ? await TensorBoardWriter.open(options.logDir)
+      : undefined;
+    tensorboard?.text("run/flags", flagsMarkdown(options, worldSize), resumed?.step ?? 0);
     const plan: EpochPlan = {
       options,
       me,
@@ -231,9 +267,8 @@ async function main(args: string[]): Promise<void> {
       stepsPerEpoch,
       maxLength,
       signal: interrupt.signal,
+      tensorboard,
     };
-    const { history, writer } = await openMetrics(me, options.logDir, resumed);
-    using _metrics = writer;
     const record = (r: MetricsRecord) => {
       history.push(r);
       writer?.write(r);
@@ -279,6 +314,13 @@ async function main(args: string[]): Promise<void> {
         samples: evaluation.confusion.total,
         seconds: evaluation.seconds,
       });
+      tensorboard?.scalars({
+        "eval/loss": evalLoss,
+        "eval/accuracy": report.accuracy,
+        "eval/macro_f1": report.macroF1,
+        ...Object.fromEntries(config.id2label.map((name, c) => [`eval/f1_${name}`, report.perClass[c].f1])),
+      }, step);
+      tensorboard?.flush();
       const peak = peakRssBytes();
       log(
         `epoch ${epoch + 1}: train loss ${global.meanLoss.toFixed(4)} acc ${

@@ -97,6 +97,10 @@ export const TRAIN_FLAGS = {
   "force-bf16": flags.boolean({
     help: "run --bf16 on a CPU without them anyway (slower than fp32; for measurements)",
   }),
+  "no-tensorboard": flags.boolean({
+    help: "do not write TensorBoard event files (rank 0 writes them beside metrics.jsonl by default: " +
+      "tensorboard --logdir DIR-logs)",
+  }),
   "padded-compute": flags.boolean({
     help: "compute on padded batches (the baseline; by default only real tokens are computed)",
   }),
@@ -133,6 +137,7 @@ export interface TrainOptions {
   threads?: number;
   bf16: boolean;
   forceBf16: boolean;
+  tensorboard: boolean;
 }
 
 /**
@@ -171,5 +176,6 @@ export function parseTrainOptions(args: string[]): TrainOptions | undefined {
     threads: v.threads,
     bf16: v.bf16 || v["force-bf16"],
     forceBf16: v["force-bf16"],
+    tensorboard: !v["no-tensorboard"],
   };
 }

@@ -64,6 +64,41 @@ Deno.test("train: one process writes a Hugging Face checkpoint, metrics per epoc
     await Deno.readTextFile(join(`${output}-logs`, "training_curves.svg")),
     /^<svg[\s\S]*<\/svg>\s*$/,
   );
+  // TensorBoard's event file beside metrics.jsonl, read back by TensorBoard's own reader.
+  const board = await pythonJson(
+    `
+import glob, json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+logdir = json.load(sys.stdin)
+files = glob.glob(logdir + "/events.out.tfevents.*")
+acc = EventAccumulator(logdir, size_guidance={"scalars": 0, "tensors": 0})
+acc.Reload()
+tags = acc.Tags()
+out = {"files": len(files), "scalars": {t: [[e.step, e.value] for e in acc.Scalars(t)] for t in tags["scalars"]},
+       "text": [t for t in tags["tensors"]]}
+print(json.dumps(out))
+`,
+    `${output}-logs`,
+  ) as { files: number; scalars: Record<string, [number, number][]>; text: string[] };
+  assert.equal(board.files, 1);
+  const evals = records.filter((r) => r.event === "eval") as { step: number; eval_accuracy: number }[];
+  const lastStep = evals[1].step;
+  assert.deepEqual(
+    board.scalars["train/loss"].map(([step]) => step),
+    Array.from({ length: lastStep }, (_, i) => i + 1),
+  );
+  for (const tag of ["train/accuracy", "train/lr", "train/samples_per_s", "train/grad_norm"]) {
+    assert.equal(board.scalars[tag].length, lastStep, tag);
+  }
+  assert.deepEqual(board.scalars["eval/accuracy"].map(([step]) => step), evals.map((r) => r.step));
+  board.scalars["eval/accuracy"].forEach(([, v], i) =>
+    assertClose([v], [evals[i].eval_accuracy], 1e-6, "eval/accuracy")
+  );
+  for (const label of ["World", "Sports", "Business", "Sci/Tech"]) {
+    assert.ok(board.scalars[`eval/f1_${label}`]);
+  }
+  assert.ok(board.scalars["eval/macro_f1"] && board.scalars["eval/loss"]);
+  assert.deepEqual(board.text, ["run/flags"]);
   // The checkpoint loads strictly in transformers and gives our logits.
   const tokenizer = await BertTokenizer.bundled();
   const batch = {
@@ -102,6 +137,11 @@ Deno.test("train under DDP: 2 CPU ranks through the launcher; only rank 0 prints
     120,
     "eval covers the test set once across ranks",
   );
+  // One TensorBoard event file, rank 0's (the rank-0 guard: two writers would interleave two runs).
+  const events = [...Deno.readDirSync(`${output}-logs`)].filter((e) =>
+    e.name.startsWith("events.out.tfevents.")
+  );
+  assert.equal(events.length, 1);
   const loaded = await loadModel(output, { device: "cpu" });
   loaded.model.dispose();
 });
@@ -229,10 +269,15 @@ Deno.test("train --pretrained: a BERT encoder gives the architecture, its weight
     "16",
     "--output",
     output,
+    "--no-tensorboard",
   ];
   const out = await run(["train.ts", ...flags], { DISTRINEWS_CACHE: join(tmp.path, "cache") }).output();
   const stdout = decode(out.stdout);
   assert.equal(out.code, 0, decode(out.stderr));
+  assert.ok(
+    ![...Deno.readDirSync(`${output}-logs`)].some((e) => e.name.startsWith("events.out.tfevents.")),
+    "--no-tensorboard writes no event file",
+  );
   assert.match(stdout, /BERT weights mapped onto DistilBERT/);
   assert.match(stdout, /newly initialised: pre_classifier.weight, pre_classifier.bias, classifier.weight/);
   assert.match(stdout, /pooler\.dense\.weight/, "the dropped pooler is reported");
