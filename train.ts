@@ -10,7 +10,7 @@
 
 import { join } from "node:path";
 import { positiveInt, runCli } from "./cli/args.ts";
-import { DistilBertClassifier, setNumThreads } from "./ffi/model.ts";
+import { DistilBertClassifier, setNumThreads, trimHostMemory } from "./ffi/model.ts";
 import { ProcessGroup, type ProcessGroupOptions, processGroupOptionsFromEnv } from "./ffi/process_group.ts";
 import { loadAgNews, subset } from "./data/ag_news.ts";
 import type { BertTokenizer } from "./data/tokenizer.ts";
@@ -174,8 +174,11 @@ async function trainOneEpoch(model: DistilBertClassifier, plan: EpochPlan, epoch
         "train/grad_norm": result.gradNorm,
       }, step + 1);
       sinceStep = new RunningMetrics();
-      stepStarted = now;
       step++;
+      // Every few steps, hand the memory the allocator keeps free back to the OS: with batches of changing
+      // lengths its arenas otherwise grow all run long (benchmarks/results/agnews_finetune_cpu.md).
+      if (options.trimMemoryEvery && step % options.trimMemoryEvery === 0) await trimHostMemory();
+      stepStarted = performance.now();
       progress?.update({
         step: step - epoch * plan.stepsPerEpoch,
         samples: running.count * me.worldSize,
@@ -300,6 +303,7 @@ async function main(args: string[]): Promise<void> {
       // --- evaluate: each rank scores a disjoint slice of the test set (no padding duplicates), then the
       // sums and the confusion matrix are all-reduced.
       const evaluation = await evaluate(model, test, { rank, worldSize, group, bf16: options.bf16 });
+      if (options.trimMemoryEvery) await trimHostMemory(); // evaluation's batches are freed now too
       const { report } = evaluation, evalLoss = evaluation.loss;
       record({
         event: "eval",

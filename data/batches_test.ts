@@ -8,7 +8,7 @@ import {
   type TokenizedRows,
 } from "./batches.ts";
 import { TokenizedDataset } from "./dataset.ts";
-import { seededPermutation } from "../util/random.ts";
+import { mulberry32, seededPermutation } from "../util/random.ts";
 import { BertTokenizer } from "./tokenizer.ts";
 import { venvPython } from "../tests/helpers.ts";
 
@@ -24,13 +24,10 @@ function fakeRows(lengths: number[], padId = 0): TokenizedRows {
   };
 }
 
-/** Deterministic pseudo-random lengths in [lo, hi] (a simple LCG; the tests only need variety). */
+/** Deterministic pseudo-random lengths in [lo, hi] (the tests only need variety). */
 function someLengths(n: number, lo: number, hi: number, seed = 1): number[] {
-  let x = seed;
-  return Array.from({ length: n }, () => {
-    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    return lo + ((x >>> 8) % (hi - lo + 1));
-  });
+  const next = mulberry32(seed);
+  return Array.from({ length: n }, () => lo + Math.floor(next() * (hi - lo + 1)));
 }
 
 /** The shard DistributedSampler (no shuffle) gives `rank` of `world`: every world-th index. */

@@ -7,7 +7,7 @@
 import { buildShim } from "./build.ts";
 
 /** Must equal DN_ABI_VERSION in distrinews.h. */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 /** Status codes returned by every native call. */
 export const Status = {
@@ -47,6 +47,7 @@ const SYMBOLS = {
   dn_cuda_device_count: { parameters: [], result: "i32" },
   dn_manual_seed: { parameters: ["u64"], result: "i32" },
   dn_randperm: { parameters: ["i64", "u64", "buffer"], result: "i32" },
+  dn_trim_host_memory: { parameters: ["buffer"], result: "i32" },
   dn_model_create: { parameters: ["buffer", "i32", "u64", "buffer"], result: "i32" },
   dn_model_free: { parameters: ["pointer"], result: "void" },
   dn_model_param_count: { parameters: modelArgs("buffer"), result: "i32" },

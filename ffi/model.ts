@@ -135,6 +135,19 @@ export function randpermSync(n: number, seed: number | bigint): BigInt64Array {
   return out;
 }
 
+/**
+ * Returns the host memory the C allocator keeps free to the operating system (glibc's `malloc_trim`), and
+ * says whether any was returned. Freed tensor memory stays in the allocator's arenas for reuse, and with
+ * batches of changing shapes the arenas grow; the training loop calls this every few steps to keep the
+ * resident set near what is live. Blocks while it runs (milliseconds); later allocations fault pages back in.
+ */
+export async function trimHostMemory(): Promise<boolean> {
+  const lib = await loadNative();
+  const released = new Int32Array(1);
+  check("dn_trim_host_memory", lib.dn_trim_host_memory(new Uint8Array(released.buffer)));
+  return released[0] === 1;
+}
+
 /** Resolves a device spec to a CUDA index, or -1 for the CPU. */
 export async function resolveDevice(spec: DeviceSpec | string): Promise<number> {
   if (spec === "cpu") return -1;

@@ -84,7 +84,8 @@ Deno.test("supervisor: a failing rank moves the others to stopping, then those i
     summary.ranks.map((r) => [r.code, r.signal, r.endedIn, r.failedFirst]),
     [[3, null, "running", true], [137, "SIGKILL", "killing", false], [143, "SIGTERM", "stopping", false]],
   );
-  assert.ok(summary.ranks[1].durationMs >= 1000 + 400 - 5);
+  // It lived through the grace period at least (not 1000 + 400 ms: under load it may start after rank 0).
+  assert.ok(summary.ranks[1].durationMs >= 400 - 5);
   assert.deepEqual(logs, [
     "rank 0 exited with code 3: stopping the other ranks",
     "sending SIGKILL to the remaining ranks",

@@ -97,6 +97,13 @@ export const TRAIN_FLAGS = {
   "force-bf16": flags.boolean({
     help: "run --bf16 on a CPU without them anyway (slower than fp32; for measurements)",
   }),
+  "trim-memory-every": flags.int({
+    placeholder: "N",
+    min: 0,
+    default: 8,
+    help: "every N optimizer steps, return the host memory the C allocator keeps free to the OS (glibc's " +
+      "malloc_trim); without it the resident set grows all run with batches of changing lengths. 0 turns it off",
+  }),
   "no-tensorboard": flags.boolean({
     help: "do not write TensorBoard event files (rank 0 writes them beside metrics.jsonl by default: " +
       "tensorboard --logdir DIR-logs)",
@@ -138,6 +145,7 @@ export interface TrainOptions {
   bf16: boolean;
   forceBf16: boolean;
   tensorboard: boolean;
+  trimMemoryEvery: number;
 }
 
 /**
@@ -177,5 +185,6 @@ export function parseTrainOptions(args: string[]): TrainOptions | undefined {
     bf16: v.bf16 || v["force-bf16"],
     forceBf16: v["force-bf16"],
     tensorboard: !v["no-tensorboard"],
+    trimMemoryEvery: v["trim-memory-every"],
   };
 }

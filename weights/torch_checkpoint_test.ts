@@ -7,6 +7,7 @@
  */
 
 import assert from "node:assert/strict";
+import { mulberry32 as prng } from "../util/random.ts";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { loadTorchCheckpoint, readTorchCheckpoint, TorchCheckpointError } from "./torch_checkpoint.ts";
@@ -288,16 +289,6 @@ async function rejectsFixture(name: string, pattern: RegExp): Promise<TorchCheck
 }
 
 const f32 = (t: RawTensor) => [...new Float32Array(t.data.slice().buffer)];
-
-/** Deterministic PRNG (mulberry32) so fuzz failures reproduce. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Builds a STORED zip (no data descriptors, no ZIP64), enough to wrap crafted pickles. */
 function makeZip(files: [string, Uint8Array][]): Uint8Array {

@@ -25,6 +25,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "distilbert.h"
 #include "distrinews.h"
 #include "guard.h"
@@ -214,6 +218,19 @@ int32_t dn_randperm(int64_t n, uint64_t seed, int64_t* out) {
     auto generator = at::make_generator<at::CPUGeneratorImpl>(seed);
     auto perm = at::randperm(n, generator, torch::kLong);
     std::memcpy(out, perm.data_ptr<int64_t>(), static_cast<size_t>(n) * sizeof(int64_t));
+  });
+}
+
+int32_t dn_trim_host_memory(int32_t* released) {
+  return entry_point(nullptr, [&] {
+    require(released, "released must not be null");
+    *released = 0;
+#if defined(__GLIBC__)
+    // glibc keeps freed chunks in its arenas for reuse. A training step frees about as much as it allocates,
+    // but the next batch's tensors (other lengths, other sizes) fit the freed chunks badly, so the arenas
+    // grow step after step. Trimming returns their free pages; the next steps fault back in what they touch.
+    *released = malloc_trim(0);
+#endif
   });
 }
 

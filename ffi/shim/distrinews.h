@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define DN_ABI_VERSION 6
+#define DN_ABI_VERSION 7
 
 /* The shim is compiled with -fvisibility=hidden; only this ABI is exported. */
 #define DN_API __attribute__((visibility("default")))
@@ -93,6 +93,10 @@ DN_API int32_t dn_manual_seed(uint64_t seed);
 /* torch.randperm(n, generator=torch.Generator().manual_seed(seed)) into out (n int64 values): the
  * permutation torch.utils.data.DistributedSampler shuffles with. */
 DN_API int32_t dn_randperm(int64_t n, uint64_t seed, int64_t* out);
+
+/* Hands the host memory the C allocator keeps free back to the operating system (glibc's malloc_trim).
+ * *released is 1 when some was returned, 0 when none was or the allocator cannot (not glibc). */
+DN_API int32_t dn_trim_host_memory(int32_t* released);
 
 /* ---- model ---- */
 /* Creates DistilBertForSequenceClassification on cuda:device_index (or the CPU when device_index < 0),
