@@ -8,20 +8,16 @@ import { TextClassifier } from "./inference/text_classifier.ts";
 import { setNumThreads } from "./ffi/model.ts";
 import { runCli, UsageError } from "./cli/args.ts";
 import { flags, parseFlagTable, usage } from "./cli/flags.ts";
-import { DEFAULT_CHECKPOINT_HELP, defaultCheckpoint } from "./model/checkpoints.ts";
+import { defaultCheckpoint } from "./model/checkpoints.ts";
+import { CHECKPOINT_FLAG, DEVICE_FLAG, THREADS_FLAG } from "./inference/flags.ts";
 
 /** The flags of `deno task predict`, in the order the usage lists them. */
 const PREDICT_FLAGS = {
-  checkpoint: flags.optionalString({
-    section: "Options",
-    placeholder: "SRC",
-    help: "checkpoint directory or weights file, or a Hugging Face model id of a fine-tuned DistilBERT",
-    defaultText: DEFAULT_CHECKPOINT_HELP,
-  }),
-  device: flags.string({ placeholder: "DEV", help: "auto | cpu | cuda | cuda:N", default: "auto" }),
+  checkpoint: CHECKPOINT_FLAG,
+  device: DEVICE_FLAG,
   "max-length": flags.int({ help: "tokens per text, [CLS] and [SEP] included", default: 128 }),
   "batch-size": flags.int({ help: "texts per forward pass", default: 32 }),
-  threads: flags.optionalInt({ help: "libtorch intra-op threads", defaultText: "libtorch's choice" }),
+  threads: THREADS_FLAG,
 };
 
 const USAGE = usage(

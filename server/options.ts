@@ -7,7 +7,7 @@
 
 import { UsageError } from "../cli/args.ts";
 import { flags, parseFlagTable, usage } from "../cli/flags.ts";
-import { DEFAULT_CHECKPOINT_HELP } from "../model/checkpoints.ts";
+import { CHECKPOINT_FLAG, DEVICE_FLAG, THREADS_FLAG } from "../inference/flags.ts";
 import type { PredictorOptions } from "./predictor.ts";
 import { DEFAULT_LIMITS, type RequestLimits } from "./schemas.ts";
 
@@ -20,12 +20,7 @@ const DEFAULT_PORT = 7860;
 
 /** The flags of `deno task serve`, in the order the usage lists them. */
 export const SERVE_FLAGS = {
-  checkpoint: flags.optionalString({
-    section: "Options",
-    placeholder: "SRC",
-    help: "checkpoint directory or weights file, or a Hugging Face model id of a fine-tuned DistilBERT",
-    defaultText: DEFAULT_CHECKPOINT_HELP,
-  }),
+  checkpoint: CHECKPOINT_FLAG,
   host: flags.string({
     placeholder: "HOST",
     help: "interface to listen on",
@@ -38,12 +33,7 @@ export const SERVE_FLAGS = {
     help: "port",
     defaultText: `$PORT, else ${DEFAULT_PORT}, the Hugging Face Spaces port`,
   }),
-  device: flags.string({
-    placeholder: "DEV",
-    help: "auto | cpu | cuda | cuda:N",
-    default: "auto",
-    defaultText: "auto: CUDA when available",
-  }),
+  device: DEVICE_FLAG,
   "max-batch": flags.int({ help: "most texts per batch; 1 turns dynamic batching off", default: 64 }),
   "max-wait-ms": flags.number({
     placeholder: "MS",
@@ -73,7 +63,7 @@ export const SERVE_FLAGS = {
       "process on a 2-vCPU Xeon); probabilities move slightly (up to 5e-4 in the benchmark's check). " +
       "Without it: fp32",
   }),
-  threads: flags.optionalInt({ help: "libtorch intra-op threads", defaultText: "libtorch's choice" }),
+  threads: THREADS_FLAG,
   "drain-timeout-s": flags.number({
     placeholder: "N",
     help: "on SIGTERM, longest wait for requests in flight; a second signal exits at once",
