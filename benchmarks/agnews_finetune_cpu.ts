@@ -41,11 +41,12 @@ import { type EpochRecord, type EvalRecord, readMetrics } from "../training/metr
 import { tempDir, venvPython } from "../tests/helpers.ts";
 
 const USAGE = "Usage: deno run -A benchmarks/agnews_finetune_cpu.ts [--data DIR] [--rows N] [--epochs N] " +
-  "[--only headline,ours,untrimmed,trainer,trainer_grouped,grouped,baseline,ddp2,bf16,scratch] [--seeds 42,43,44] " +
+  "[--only headline,ours,untrimmed,ddp2_defaults,trainer,trainer_grouped,grouped,baseline,ddp2,bf16,scratch] [--seeds 42,43,44] " +
   "[--report-only] [--out DIR]";
 const RUN_NAMES = [
   "ours",
   "untrimmed",
+  "ddp2_defaults",
   "trainer",
   "trainer_grouped",
   "grouped",
@@ -407,6 +408,12 @@ async function main(args: string[]) {
       ours("baseline", "batches in sampler order, compute on padded batches; fp32, 1 x 2", {
         extra: ["--padded-compute"],
       }),
+    // Our defaults on 2 ranks x 1 thread: DistributedSampler's shards of one permutation, 16 rows per rank,
+    // make each step's global batch the same 32 rows as the 1-rank run's (only dropout streams differ).
+    ddp2_defaults: () =>
+      ours("ddp2_defaults", "our defaults, 2 ranks x 1 thread over Gloo, 16 rows per rank; fp32", {
+        ranks: 2,
+      }),
     // These three compare against the length-grouped run ("grouped"), with which they share everything else.
     ddp2: () =>
       ours("ddp2", "length-grouped, 2 ranks x 1 thread over Gloo, 16 rows per rank; fp32", {
@@ -426,6 +433,8 @@ async function main(args: string[]) {
   for (const seed of seeds.slice(1)) {
     plans[`ours_s${seed}`] = () => ours(`ours_s${seed}`, `our defaults, fp32, 1 x 2, seed ${seed}`, { seed });
     plans[`trainer_s${seed}`] = () => trainer(`trainer_s${seed}`, seed);
+    plans[`ddp2_defaults_s${seed}`] = () =>
+      ours(`ddp2_defaults_s${seed}`, `our defaults, 2 ranks x 1 thread, seed ${seed}`, { ranks: 2, seed });
     plans[`untrimmed_s${seed}`] = () =>
       ours(`untrimmed_s${seed}`, `--trim-memory-every 0, fp32, 1 x 2, seed ${seed}`, {
         seed,
@@ -545,6 +554,20 @@ function report(r: Results): string {
         `${pct(mean(acc(mine)))} % (${span(acc(mine))}) against ${pct(mean(acc(trainerAll)))} % ` +
         `(${span(acc(trainerAll))}); mean samples/s ${ratio((x) => x.samplesPerSecond)}x, mean peak memory ` +
         `${ratio((x) => x.peakRssBytes)}x the Trainer's.`,
+    );
+  }
+  const dAllRuns = group("ddp2_defaults");
+  if (dAllRuns.length) {
+    const pairs = dAllRuns.map((d) => {
+      const seed = /_s(\d+)$/.exec(d.name)?.[1];
+      return [d, r.runs[seed ? `ours_s${seed}` : "ours"]] as const;
+    }).filter(([, one]) => one !== undefined);
+    notes.push(
+      `- 2 ranks against 1 rank, our defaults, same seeds (${pairs.length}): accuracy differences ` +
+        pairs.map(([d, one]) => `${((d.accuracy - one!.accuracy) * 100).toFixed(2)}`).join(", ") +
+        ` points; samples/s ${
+          pairs.map(([d, one]) => (d.samplesPerSecond / one!.samplesPerSecond).toFixed(2)).join(", ")
+        }x.`,
     );
   }
   const oAllRuns = group("ours"), uAllRuns = group("untrimmed");
