@@ -61,6 +61,14 @@ type RunName = string;
 /** The kind of run a name stands for: "ours_s43" is an "ours" run. */
 const baseName = (name: RunName) => name.replace(/_s\d+$/, "");
 
+/**
+ * Set DISTRINEWS_BENCH_SHARED=1 when other jobs share the machine during an invocation: its runs then say
+ * that their timings are not comparable (their accuracy is: training is deterministic).
+ */
+const SHARED_NOTE = Deno.env.get("DISTRINEWS_BENCH_SHARED") === "1"
+  ? " (timed while other jobs ran: samples/s not comparable)"
+  : "";
+
 /** Shared optimisation settings: the comparison point (MiniLM, b32, lr 1e-4, fp32). */
 const BATCH = 32, LR = 1e-4, WARMUP = 0.06, SEED = 42, MAX_LENGTH = 128, THREADS = 2;
 
@@ -301,7 +309,7 @@ async function main(args: string[]) {
     }
     return {
       name,
-      what,
+      what: what + SHARED_NOTE,
       tool: "distrinews",
       ranks,
       threadsPerRank,
