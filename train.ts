@@ -5,12 +5,16 @@
  * The loop reads top to bottom, one named phase after another: who am I (rank, device), the model, the data,
  * DDP, then per epoch: train, evaluate, save. Rank 0 alone prints, writes metrics and saves; every rank
  * computes. The flags are in training/options.ts, where the model comes from in training/model_setup.ts.
+ *
+ * Each epoch's line says where its time went (compute, waiting on the gradients' all-reduce, building
+ * batches: training/trace_breakdown.ts), and `--trace FILE` records the whole run as a timeline, one track per
+ * rank, with every gradient bucket's all-reduce (training/trace.ts).
  * @module
  */
 
 import { join } from "node:path";
 import { positiveInt, runCli } from "./cli/args.ts";
-import { DistilBertClassifier, setNumThreads, trimHostMemory } from "./ffi/model.ts";
+import { DistilBertClassifier, monotonicNs, setNumThreads, trimHostMemory } from "./ffi/model.ts";
 import { ProcessGroup, type ProcessGroupOptions, processGroupOptionsFromEnv } from "./ffi/process_group.ts";
 import { loadAgNews, subset } from "./data/ag_news.ts";
 import type { BertTokenizer } from "./data/tokenizer.ts";
@@ -24,6 +28,8 @@ import { Progress } from "./training/progress.ts";
 import { pointsFromMetrics, renderChart } from "./training/chart.ts";
 import { TensorBoardWriter } from "./training/tensorboard.ts";
 import { parseTrainOptions, TRAIN_USAGE, type TrainOptions } from "./training/options.ts";
+import { describeTrace, finishTrace, traced, TraceRecorder } from "./training/trace.ts";
+import { TimeBreakdown } from "./training/trace_breakdown.ts";
 import {
   checkBf16,
   chooseDevice,
@@ -118,19 +124,27 @@ interface EpochPlan {
   signal: AbortSignal;
   /** Rank 0's TensorBoard event file (undefined on other ranks and with --no-tensorboard). */
   tensorboard?: TensorBoardWriter;
+  /** This rank's timeline, with --trace. */
+  tracer?: TraceRecorder;
 }
 
 /**
  * One pass over this rank's shard. Each micro-batch is one native call: forward, backward (during which
  * DDP all-reduces gradient buckets) and, every --grad-accum micro-batches, clipping and AdamW.
- * Returns the optimizer step count after the epoch and this rank's running loss and accuracy.
+ * Returns the optimizer step count after the epoch, this rank's running loss and accuracy, and where its
+ * time went.
  */
 async function trainOneEpoch(model: DistilBertClassifier, plan: EpochPlan, epoch: number, step: number) {
-  const { options, me, sampler } = plan;
+  const { options, me, sampler, tracer } = plan;
+  const time = new TimeBreakdown();
   // set_epoch: every rank draws the same permutation this epoch (shards stay disjoint) and a new one next
   // epoch. Forgetting it repeats epoch 0's order forever.
   sampler.setEpoch(epoch);
+  const shuffleStarted = performance.now();
   const shard = await sampler.indices();
+  const shuffled = performance.now();
+  time.addDataMs(shuffled - shuffleStarted);
+  tracer?.span("shuffle shard", "data", shuffleStarted, shuffled, { epoch: epoch + 1 });
   const running = new RunningMetrics();
   const progress = me.isMain
     ? new Progress({ total: plan.stepsPerEpoch, label: `epoch ${epoch + 1}/${options.epochs}` })
@@ -148,8 +162,15 @@ async function trainOneEpoch(model: DistilBertClassifier, plan: EpochPlan, epoch
     seed: options.seed,
     epoch,
   });
-  for (const batch of batches) {
+  for (;;) {
     if (plan.signal.aborted) break;
+    // Batches are collated on demand: timing the iterator is timing the data pipeline.
+    const dataStarted = performance.now();
+    const next = batches.next();
+    const dataEnded = performance.now();
+    if (next.done) break;
+    const batch = next.value;
+    time.addDataMs(dataEnded - dataStarted);
     micro++;
     const apply = micro % options.gradAccum === 0 || micro === plan.microBatches;
     const result = await model.trainStepAsync(batch, {
@@ -160,6 +181,21 @@ async function trainOneEpoch(model: DistilBertClassifier, plan: EpochPlan, epoch
       bf16: options.bf16,
       padded: options.paddedCompute,
     });
+    time.addStep(result.timing);
+    tracer?.step(
+      {
+        epoch: epoch + 1,
+        step: step + 1,
+        micro: (micro - 1) % options.gradAccum,
+        sync: apply,
+        rows: batch.batchSize,
+        seqLen: batch.seqLen,
+      },
+      dataStarted,
+      dataEnded,
+      result.timing,
+      model.drainTrace(),
+    );
     running.add(result);
     sinceStep.add(result);
     if (apply) {
@@ -177,7 +213,9 @@ async function trainOneEpoch(model: DistilBertClassifier, plan: EpochPlan, epoch
       step++;
       // Every few steps, hand the memory the allocator keeps free back to the OS: with batches of changing
       // lengths its arenas otherwise grow all run long (benchmarks/results/agnews_finetune_cpu.md).
-      if (options.trimMemoryEvery && step % options.trimMemoryEvery === 0) await trimHostMemory();
+      if (options.trimMemoryEvery && step % options.trimMemoryEvery === 0) {
+        await traced(tracer, "trim host memory", "io", trimHostMemory);
+      }
       stepStarted = performance.now();
       progress?.update({
         step: step - epoch * plan.stepsPerEpoch,
@@ -187,7 +225,7 @@ async function trainOneEpoch(model: DistilBertClassifier, plan: EpochPlan, epoch
     }
   }
   progress?.finish();
-  return { step, running };
+  return { step, running, time };
 }
 
 /** The run's settings as a Markdown table, for TensorBoard's text tab. */
@@ -201,6 +239,7 @@ function flagsMarkdown(options: TrainOptions, worldSize: number): string {
 async function main(args: string[]): Promise<void> {
   const options = parseTrainOptions(args);
   if (!options) return console.log(TRAIN_USAGE);
+  const tracePath = options.trace;
 
   // --- who am I? torchrun's environment contract decides; the device comes first because it decides
   // whether bf16 is allowed, before anything is downloaded.
@@ -230,8 +269,20 @@ async function main(args: string[]): Promise<void> {
     `model: ${model.parameterCount().toLocaleString()} parameters on ${model.device}, ${worldSize} process(es)`,
   );
 
-  // --- DDP
+  // --- DDP. A traced model must be tracing before DDP is attached: that is when the Reducer gets the hook
+  // that times each bucket's all-reduce (an untraced run keeps the Reducer's default path, untouched).
+  if (tracePath) model.enableTracing();
   const group = await joinDdp(me, model, options.backend);
+  // Clock calibration and the start-of-run barrier readings that align the ranks' clocks (every rank).
+  const tracer = tracePath
+    ? await TraceRecorder.start({
+      rank,
+      worldSize,
+      parameters: model.parameterCount(),
+      nativeNs: monotonicNs,
+      group,
+    })
+    : undefined;
   const interrupt = new AbortController();
   const stop = () => interrupt.abort();
   Deno.addSignalListener("SIGINT", stop);
@@ -271,6 +322,7 @@ async function main(args: string[]): Promise<void> {
       maxLength,
       signal: interrupt.signal,
       tensorboard,
+      tracer,
     };
     const record = (r: MetricsRecord) => {
       history.push(r);
@@ -285,9 +337,13 @@ async function main(args: string[]): Promise<void> {
       step = trained.step;
       if (interrupt.signal.aborted) break;
       // Each rank saw only its shard: sum loss, correct and count over ranks so rank 0 logs global figures.
-      const global = RunningMetrics.fromArray(
-        group ? await group.allReduceSum(trained.running.toArray()) : trained.running.toArray(),
-      );
+      // The time breakdown rides along in the same all-reduce (its sums become rank means).
+      const local = Float64Array.of(...trained.running.toArray(), ...trained.time.toArray());
+      const sums = group
+        ? await traced(tracer, "all-reduce metrics", "sync", () => group.allReduceSum(local))
+        : local;
+      const global = RunningMetrics.fromArray(sums.subarray(0, RunningMetrics.LENGTH));
+      const time = TimeBreakdown.fromArray(sums.subarray(RunningMetrics.LENGTH)).scaled(1 / worldSize);
       const seconds = (performance.now() - started) / 1000;
       record({
         event: "epoch",
@@ -302,8 +358,14 @@ async function main(args: string[]): Promise<void> {
 
       // --- evaluate: each rank scores a disjoint slice of the test set (no padding duplicates), then the
       // sums and the confusion matrix are all-reduced.
-      const evaluation = await evaluate(model, test, { rank, worldSize, group, bf16: options.bf16 });
-      if (options.trimMemoryEvery) await trimHostMemory(); // evaluation's batches are freed now too
+      const evaluation = await traced(
+        tracer,
+        "evaluate",
+        "eval",
+        () => evaluate(model, test, { rank, worldSize, group, bf16: options.bf16 }),
+      );
+      // Evaluation's batches are freed now too.
+      if (options.trimMemoryEvery) await traced(tracer, "trim host memory", "io", trimHostMemory);
       const { report } = evaluation, evalLoss = evaluation.loss;
       record({
         event: "eval",
@@ -318,6 +380,12 @@ async function main(args: string[]): Promise<void> {
         samples: evaluation.confusion.total,
         seconds: evaluation.seconds,
       });
+      // Where the epoch's training time went (rank means): when adding ranks stops paying, comm wait grows.
+      tensorboard?.scalars({
+        "train/time_compute_s": time.computeS,
+        "train/time_comm_wait_s": time.commWaitS,
+        "train/time_data_s": time.dataS,
+      }, step);
       tensorboard?.scalars({
         "eval/loss": evalLoss,
         "eval/accuracy": report.accuracy,
@@ -331,6 +399,7 @@ async function main(args: string[]): Promise<void> {
           (global.accuracy * 100).toFixed(2)
         }% ` +
           `| ${(global.count / seconds).toFixed(1)} samples/s, ${seconds.toFixed(1)} s ` +
+          `| ${time.format(seconds)}${worldSize > 1 ? " (rank means)" : ""} ` +
           `| eval loss ${evalLoss.toFixed(4)} acc ${(report.accuracy * 100).toFixed(2)}% ` +
           `macro-F1 ${report.macroF1.toFixed(4)}` +
           (peak
@@ -344,13 +413,23 @@ async function main(args: string[]): Promise<void> {
         bestLoss = evalLoss;
         sinceBest = 0;
         if (isMain) {
-          await saveCheckpoint(options.output, model, { tokenizer });
+          await traced(
+            tracer,
+            "save checkpoint",
+            "io",
+            () => saveCheckpoint(options.output, model, { tokenizer }),
+          );
           log(`saved ${options.output} (best eval loss so far)`);
         }
       } else sinceBest++;
       const loop = { epoch: epoch + 1, step, bestLoss, sinceBest };
-      await saveTrainState(trainStatePath(options.logDir, rank), model, loop, worldSize);
-      await group?.barrier();
+      await traced(
+        tracer,
+        "save training state",
+        "io",
+        () => saveTrainState(trainStatePath(options.logDir, rank), model, loop, worldSize),
+      );
+      if (group) await traced(tracer, "barrier", "sync", () => group.barrier());
       if (options.patience !== undefined && sinceBest >= options.patience) {
         log(`early stop: no better eval loss for ${options.patience} epoch(s)`);
         break;
@@ -363,6 +442,11 @@ async function main(args: string[]): Promise<void> {
       );
     }
     if (interrupt.signal.aborted) throw new Error("interrupted by a signal; the last checkpoint is kept");
+    // The timeline: every rank writes its part, rank 0 merges them on one clock (training/trace.ts).
+    if (tracer && tracePath) {
+      const merged = await finishTrace(tracer, tracePath, group);
+      if (merged) log(describeTrace(tracePath, merged));
+    }
     // A clean finish: every rank gets here before the group is destroyed.
     await group?.barrier();
   } finally {

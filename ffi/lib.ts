@@ -7,7 +7,7 @@
 import { buildShim } from "./build.ts";
 
 /** Must equal DN_ABI_VERSION in distrinews.h. */
-export const ABI_VERSION = 7;
+export const ABI_VERSION = 8;
 
 /** Status codes returned by every native call. */
 export const Status = {
@@ -36,6 +36,15 @@ export const DTypeCode = { F32: 0, F16: 1, BF16: 2, F64: 3, U8: 4 } as const;
 /** Maximum tensor rank reported by dn_model_param_info. */
 export const MAX_NDIM = 8;
 
+/** Size of dn_step_result: loss, grad_norm (f64), correct, count and six t_* clock readings (i64). */
+export const STEP_RESULT_BYTES = 80;
+
+/** Kinds of dn_trace_event. */
+export const TraceKind = { ALLREDUCE: 1 } as const;
+
+/** Size of dn_trace_event: kind, bucket (i32), start_ns, end_ns, bytes, params (i64). */
+export const TRACE_EVENT_BYTES = 40;
+
 const modelArgs = (...rest: Deno.NativeType[]) => ["pointer", ...rest] as const;
 
 const SYMBOLS = {
@@ -48,6 +57,7 @@ const SYMBOLS = {
   dn_manual_seed: { parameters: ["u64"], result: "i32" },
   dn_randperm: { parameters: ["i64", "u64", "buffer"], result: "i32" },
   dn_trim_host_memory: { parameters: ["buffer"], result: "i32" },
+  dn_clock_ns: { parameters: ["buffer"], result: "i32" },
   dn_model_create: { parameters: ["buffer", "i32", "u64", "buffer"], result: "i32" },
   dn_model_free: { parameters: ["pointer"], result: "void" },
   dn_model_param_count: { parameters: modelArgs("buffer"), result: "i32" },
@@ -74,6 +84,8 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  dn_model_trace_enable: { parameters: modelArgs("i32"), result: "i32" },
+  dn_model_trace_drain: { parameters: modelArgs("buffer", "i64", "buffer", "buffer"), result: "i32" },
   dn_predict: {
     parameters: modelArgs("buffer", "buffer", "i64", "i64", "i32", "buffer", "buffer", "i64"),
     result: "i32",
@@ -95,6 +107,7 @@ const SYMBOLS = {
   dn_group_last_error: { parameters: ["pointer", "buffer", "i64"], result: "i64" },
   dn_group_allreduce_sum: { parameters: ["pointer", "buffer", "i64"], result: "i32", nonblocking: true },
   dn_group_barrier: { parameters: ["pointer"], result: "i32", nonblocking: true },
+  dn_group_barrier_clock: { parameters: ["pointer", "buffer"], result: "i32", nonblocking: true },
   dn_model_attach_ddp: { parameters: ["pointer", "pointer", "i64", "i64"], result: "i32", nonblocking: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 

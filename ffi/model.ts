@@ -5,7 +5,19 @@
  * @module
  */
 
-import { check, cString, DTypeCode, Flags, loadNative, MAX_NDIM, native, readCString } from "./lib.ts";
+import {
+  check,
+  cString,
+  DTypeCode,
+  Flags,
+  loadNative,
+  MAX_NDIM,
+  native,
+  readCString,
+  STEP_RESULT_BYTES,
+  TRACE_EVENT_BYTES,
+  TraceKind,
+} from "./lib.ts";
 import { type DistilBertConfig, validateConfig } from "../model/config.ts";
 import type { DType, RawTensor, StateDict } from "../model/tensor.ts";
 import { numel } from "../model/tensor.ts";
@@ -31,6 +43,22 @@ export interface StepOptions {
   padded?: boolean;
 }
 
+/**
+ * Where one training step's time went: readings of {@link monotonicNs}'s clock (nanoseconds), taken inside
+ * the native call on every step. In order: the call began (then the batch is checked and copied to the
+ * device), forward began, backward began, the last gradient was ready (backward's compute ended), backward
+ * returned (under DDP, after the Reducer waited for every bucket's all-reduce), the call ended (after
+ * clipping and AdamW when the step applied the optimizer).
+ */
+export interface StepTiming {
+  startNs: number;
+  forwardNs: number;
+  backwardNs: number;
+  gradsReadyNs: number;
+  backwardEndNs: number;
+  endNs: number;
+}
+
 /** What a training step reports. */
 export interface StepResult {
   /** Mean cross-entropy over the batch (before lossScale). */
@@ -41,6 +69,26 @@ export interface StepResult {
   correct: number;
   /** Rows in the batch. */
   count: number;
+  /** The step's phases on the native clock. */
+  timing: StepTiming;
+}
+
+/**
+ * One gradient bucket's all-reduce, timed inside c10d's Reducer while tracing (see
+ * {@link DistilBertClassifier.enableTracing}); times on {@link monotonicNs}'s clock.
+ */
+export interface BucketEvent {
+  /** The bucket's index: buckets are all-reduced in index order, which after the first step is the order
+   * their gradients became ready in backward (last layers first). */
+  bucket: number;
+  /** The Reducer handed the bucket to the process group: all of its gradients were ready. */
+  startNs: number;
+  /** The all-reduce completed. */
+  endNs: number;
+  /** Size of the bucket's flat gradient buffer. */
+  bytes: number;
+  /** Parameter tensors in the bucket. */
+  params: number;
 }
 
 /** Inference output, both row-major [batchSize, numLabels]. */
@@ -146,6 +194,18 @@ export async function trimHostMemory(): Promise<boolean> {
   const released = new Int32Array(1);
   check("dn_trim_host_memory", lib.dn_trim_host_memory(new Uint8Array(released.buffer)));
   return released[0] === 1;
+}
+
+/**
+ * The native clock every step timing and trace event is read from, in nanoseconds: monotonic
+ * (CLOCK_MONOTONIC on Linux, so the processes of one machine share it), with an arbitrary origin. As a
+ * number: exact to the nanosecond for 104 days of uptime, to the microsecond long after.
+ * @throws Error if the native library is not loaded yet (`await loadNative()` first).
+ */
+export function monotonicNs(): number {
+  const out = new BigInt64Array(1);
+  check("dn_clock_ns", native().dn_clock_ns(new Uint8Array(out.buffer)));
+  return Number(out[0]);
 }
 
 /** Resolves a device spec to a CUDA index, or -1 for the CPU. */
@@ -504,6 +564,56 @@ export class DistilBertClassifier implements Disposable {
     );
   }
 
+  /**
+   * Starts (or stops) recording trace events: under DDP, each gradient bucket's all-reduce from launch to
+   * completion, timed by a communication hook on c10d's Reducer ({@link drainTrace} collects them). The hook
+   * is installed when DDP is attached, and only on a model that is tracing then, so turn tracing on before
+   * `ProcessGroup.attachDdp`; a model without it runs the Reducer's default path, untouched. The hook
+   * averages and all-reduces exactly as the default path does: results are bit-identical either way.
+   * @throws NativeError when turning tracing on for a model already attached to DDP without the hook.
+   */
+  enableTracing(enabled = true): void {
+    this.#check("dn_model_trace_enable", native().dn_model_trace_enable(this.#live(), enabled ? 1 : 0));
+  }
+
+  /**
+   * The trace events recorded since the last drain, in launch order. A step's events are all there once the
+   * step has returned. Without DDP, or on a gradient-accumulation micro-step (no_sync), there are none.
+   */
+  drainTrace(): BucketEvent[] {
+    const n = native(), h = this.#live();
+    const capacity = 256;
+    const buf = new ArrayBuffer(capacity * TRACE_EVENT_BYTES);
+    const counts = new BigInt64Array(2);
+    const events: BucketEvent[] = [];
+    const view = new DataView(buf);
+    for (;;) {
+      this.#check(
+        "dn_model_trace_drain",
+        n.dn_model_trace_drain(
+          h,
+          new Uint8Array(buf),
+          BigInt(capacity),
+          new Uint8Array(counts.buffer, 0, 8),
+          new Uint8Array(counts.buffer, 8, 8),
+        ),
+      );
+      for (let i = 0; i < Number(counts[0]); i++) {
+        const at = i * TRACE_EVENT_BYTES;
+        if (view.getInt32(at, true) !== TraceKind.ALLREDUCE) continue;
+        events.push({
+          bucket: view.getInt32(at + 4, true),
+          startNs: Number(view.getBigInt64(at + 8, true)),
+          endNs: Number(view.getBigInt64(at + 16, true)),
+          bytes: Number(view.getBigInt64(at + 24, true)),
+          params: Number(view.getBigInt64(at + 32, true)),
+        });
+      }
+      // Recorded as they complete (on the process group's threads, in any order): handed out as launched.
+      if (counts[1] === 0n) return events.sort((a, b) => a.startNs - b.startNs);
+    }
+  }
+
   #stepArgs(batch: LabeledBatch, options: StepOptions) {
     checkBatch(batch, this.config.max_position_embeddings);
     if (!(batch.labels instanceof Int32Array) || batch.labels.length !== batch.batchSize) {
@@ -523,14 +633,28 @@ export class DistilBertClassifier implements Disposable {
       options.maxGradNorm ?? 1.0,
       options.lossScale ?? 1.0,
       flags,
-      // dn_step_result (two doubles, two int64), one per call: concurrent steps must not share it.
-      new Uint8Array(32),
+      // dn_step_result (two doubles, eight int64), one per call: concurrent steps must not share it.
+      new Uint8Array(STEP_RESULT_BYTES),
     ] as const;
   }
 
   #stepResult(out: Uint8Array): StepResult {
-    const f = new Float64Array(out.buffer, 0, 2), i = new BigInt64Array(out.buffer, 16, 2);
-    return { loss: f[0], gradNorm: f[1], correct: Number(i[0]), count: Number(i[1]) };
+    const f = new Float64Array(out.buffer, 0, 2), i = new BigInt64Array(out.buffer, 16, 8);
+    const t = (k: number) => Number(i[2 + k]);
+    return {
+      loss: f[0],
+      gradNorm: f[1],
+      correct: Number(i[0]),
+      count: Number(i[1]),
+      timing: {
+        startNs: t(0),
+        forwardNs: t(1),
+        backwardNs: t(2),
+        gradsReadyNs: t(3),
+        backwardEndNs: t(4),
+        endNs: t(5),
+      },
+    };
   }
 
   /** One training step in one native call: forward, loss, backward, clip, AdamW. Blocks this thread. */

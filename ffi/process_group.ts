@@ -121,6 +121,21 @@ export class ProcessGroup implements Disposable {
   }
 
   /**
+   * A barrier that returns the native clock's reading (nanoseconds, `monotonicNs`'s clock) taken the moment
+   * the barrier let this rank go, on the thread that waited: every rank leaves a barrier at nearly the same
+   * instant, so the readings of all ranks after one barrier tell how their clocks differ (training/trace.ts
+   * aligns traces with it).
+   */
+  async barrierClock(): Promise<number> {
+    const out = new BigInt64Array(1);
+    this.#check(
+      "barrierClock",
+      await native().dn_group_barrier_clock(this.#live(), new Uint8Array(out.buffer)),
+    );
+    return Number(out[0]);
+  }
+
+  /**
    * Makes `model` DistributedDataParallel over this group: rank 0's parameters are copied to every rank,
    * then c10d's Reducer averages gradients in buckets during backward on every training step that applies
    * the optimizer (accumulation micro-steps stay local, as with DDP's no_sync()).

@@ -38,6 +38,8 @@ export const LAYERS: Readonly<Record<string, number>> = {
   ".": 7,
   /** Test helpers and end-to-end tests: they may use everything. */
   tests: 8,
+  /** Deployment tooling (the image's build steps): it may use everything below the tests. */
+  deploy: 8,
   /** Benchmarks: they use everything, test helpers included. */
   benchmarks: 9,
 };

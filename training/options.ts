@@ -97,6 +97,11 @@ export const TRAIN_FLAGS = {
   "force-bf16": flags.boolean({
     help: "run --bf16 on a CPU without them anyway (slower than fp32; for measurements)",
   }),
+  trace: flags.optionalString({
+    placeholder: "FILE",
+    help: "record the run as a timeline (Chrome trace-event JSON, one track per rank, every gradient " +
+      "bucket's all-reduce; open in Perfetto or chrome://tracing; draw it with deno task trace:svg FILE)",
+  }),
   "trim-memory-every": flags.int({
     placeholder: "N",
     min: 0,
@@ -146,6 +151,8 @@ export interface TrainOptions {
   forceBf16: boolean;
   tensorboard: boolean;
   trimMemoryEvery: number;
+  /** --trace FILE: where rank 0 writes the merged timeline. */
+  trace?: string;
 }
 
 /**
@@ -186,5 +193,6 @@ export function parseTrainOptions(args: string[]): TrainOptions | undefined {
     forceBf16: v["force-bf16"],
     tensorboard: !v["no-tensorboard"],
     trimMemoryEvery: v["trim-memory-every"],
+    trace: v.trace,
   };
 }

@@ -221,6 +221,13 @@ int32_t dn_randperm(int64_t n, uint64_t seed, int64_t* out) {
   });
 }
 
+int32_t dn_clock_ns(int64_t* out) {
+  return entry_point(nullptr, [&] {
+    require(out, "out must not be null");
+    *out = distrinews::monotonic_ns();
+  });
+}
+
 int32_t dn_trim_host_memory(int32_t* released) {
   return entry_point(nullptr, [&] {
     require(released, "released must not be null");
@@ -410,6 +417,8 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
                       const int32_t* labels, int64_t batch, int64_t seq, double lr, double max_grad_norm,
                       double loss_scale, int32_t flags, dn_step_result* out) {
   return with_model(model, [&](dn_model& m) {
+    using distrinews::monotonic_ns;
+    const int64_t t_start = monotonic_ns();
     require(labels && out, "labels and out must not be null");
     require(lr >= 0.0, "learning rate must be >= 0");
     c10::DeviceGuard device_guard(m.device);
@@ -432,6 +441,7 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
       m.reducer->rebuild_buckets();
     }
     m.net->train();
+    const int64_t t_forward = monotonic_ns();
     torch::Tensor logits;
     {
       AutocastScope autocast(use_bf16(flags), m.device.type());
@@ -443,12 +453,28 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
     }
     // ...and after it: arm the Reducer's autograd hooks, which all-reduce each bucket as soon as all of its
     // gradients are ready, and average over the world size once backward finishes.
+    // The Reducer stamps each gradient's ready time relative to this call.
+    const int64_t t_armed = monotonic_ns();
     if (m.reducer && sync) m.reducer->prepare_for_backward({});
     // The loss is computed in fp32 even under autocast, as PyTorch's autocast does for cross_entropy.
     auto loss = torch::cross_entropy_loss(logits.to(torch::kFloat), target);
     double grad_norm = 0.0;
+    int64_t t_backward = 0, t_backward_end = 0, t_grads_ready = 0;
     try {
+      t_backward = monotonic_ns();
       (loss * loss_scale).backward();
+      t_backward_end = t_grads_ready = monotonic_ns();
+      if (m.reducer && sync) {
+        // When backward's compute ended: the last gradient's ready time, which the Reducer records for
+        // every parameter on every synchronising step (get_backward_stats, nanoseconds since
+        // prepare_for_backward). After it, backward only waited in the Reducer's finalize for the buckets'
+        // all-reduces. Without DDP, or on a no_sync micro-step, nothing waits: backward's end is its compute's.
+        const auto ready = m.reducer->get_backward_stats();
+        if (!ready.empty()) {
+          const int64_t last = t_armed + *std::max_element(ready.begin(), ready.end());
+          t_grads_ready = std::clamp(last, t_backward, t_backward_end);
+        }
+      }
       m.rng_state = generator.get_state();
       if (flags & DN_STEP_APPLY) {
         if (max_grad_norm > 0.0) {
@@ -469,6 +495,36 @@ int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const uint8_t* 
     out->grad_norm = grad_norm;
     out->correct = logits.argmax(1).eq(target).sum().item<int64_t>();
     out->count = batch;
+    out->t_start = t_start;
+    out->t_forward = t_forward;
+    out->t_backward = t_backward;
+    out->t_grads_ready = t_grads_ready;
+    out->t_backward_end = t_backward_end;
+    out->t_end = monotonic_ns();
+  });
+}
+
+int32_t dn_model_trace_enable(dn_model* model, int32_t enabled) {
+  return with_model(model, [&](dn_model& m) {
+    // The Reducer takes a communication hook once, and DDP is attached without one unless tracing is on.
+    require(!enabled || !m.reducer || m.trace_hook,
+            "enable tracing before attaching DDP: the Reducer's recording hook is installed when it is created");
+    m.trace->enabled = enabled != 0;
+  });
+}
+
+int32_t dn_model_trace_drain(dn_model* model, dn_trace_event* out, int64_t cap, int64_t* written,
+                             int64_t* pending) {
+  return with_model(model, [&](dn_model& m) {
+    require(written && pending, "written and pending must not be null");
+    require(cap >= 0 && (out || cap == 0), "out must hold cap events");
+    std::lock_guard<std::mutex> lock(m.trace->mutex);
+    auto& events = m.trace->events;
+    const auto n = std::min(static_cast<size_t>(cap), events.size());
+    std::copy_n(events.begin(), n, out);
+    events.erase(events.begin(), events.begin() + static_cast<std::ptrdiff_t>(n));
+    *written = static_cast<int64_t>(n);
+    *pending = static_cast<int64_t>(events.size());
   });
 }
 

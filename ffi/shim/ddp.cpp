@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <string>
 #include <unordered_map>
 
@@ -69,6 +70,59 @@ c10::intrusive_ptr<c10d::ProcessGroup> make_group(const std::string& host, int p
   return group;
 }
 
+// The Reducer's default all-reduce with a stopwatch: what dn_model_attach_ddp installs when the model is
+// tracing, so each bucket's launch and completion are timed where they happen, inside the Reducer.
+//
+// The Reducer calls runHook(bucket) from backward, on the autograd thread, as soon as every gradient of the
+// bucket (and of every bucket before it: buckets go out in index order) has been copied into the bucket's
+// flat buffer, and waits on the returned future only at the end of backward (finalize_backward). Between the
+// two, the all-reduce runs on the process group's threads while backward keeps computing: the overlap DDP
+// exists for, and what the trace shows.
+//
+// Averaging, exactly as the default path does it. Without a hook, the Reducer multiplies each gradient by
+// 1 / world size as it copies it into the bucket (mul_out with the reciprocal as a wrapped double scalar),
+// then _AllReduceBySumCommHook sums. With any hook it copies the gradient unscaled, and averaging is the
+// hook's job. c10d's own AllReduceCommHook divides the buffer by the world size (`tensor /= size`), which
+// rounds differently from multiplying by the reciprocal when the world size is not a power of two; this
+// hook multiplies by the same reciprocal, computed the same way (a double, applied in float), so a traced
+// run's gradients are bit-identical to an untraced one's. The all-reduce itself is the same call on the same
+// buffer. parseHookResult is CppCommHookInterface's, the one the Reducer applies to its default futures too.
+//
+// Completion: the future handed back is the all-reduce's future chained with then(): the callback runs on
+// the process group's thread the moment the all-reduce completes, stamps the time and passes the value
+// through unchanged, and only then does the chained future complete. The Reducer waits on the chained one,
+// so by the time backward returns every bucket's event is in the buffer.
+class TracedAllReduce : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>> {
+ public:
+  TracedAllReduce(c10::intrusive_ptr<c10d::ProcessGroup> group, std::shared_ptr<distrinews::TraceBuffer> trace)
+      : CppCommHookInterface(std::move(group)), trace_(std::move(trace)) {}
+
+  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
+    auto& buffer = bucket.getBufferRef();
+    buffer.mul_(double(1.) / static_cast<double>(state_->getSize()));
+    std::vector<at::Tensor> tensors{buffer};
+    dn_trace_event event{};
+    event.kind = DN_TRACE_ALLREDUCE;
+    event.bucket = static_cast<int32_t>(bucket.getIndex());
+    event.bytes = buffer.numel() * static_cast<int64_t>(buffer.element_size());
+    event.params = static_cast<int64_t>(bucket.getParameters().size());
+    event.start_ns = distrinews::monotonic_ns();
+    auto future = state_->allreduce(tensors)->getFuture();
+    if (!trace_->enabled) return future;
+    return future->then(
+        [trace = trace_, event](c10::ivalue::Future& done) {
+          auto completed = event;
+          completed.end_ns = distrinews::monotonic_ns();
+          trace->record(completed);
+          return done.value();
+        },
+        future->elementType());
+  }
+
+ private:
+  std::shared_ptr<distrinews::TraceBuffer> trace_;
+};
+
 }  // namespace
 
 extern "C" {
@@ -124,6 +178,14 @@ int32_t dn_group_barrier(dn_group* group) {
   return distrinews::with_group(group, [](dn_group& g) { g.group->barrier()->wait(); });
 }
 
+int32_t dn_group_barrier_clock(dn_group* group, int64_t* clock_ns) {
+  return distrinews::with_group(group, [&](dn_group& g) {
+    require(clock_ns, "clock_ns must not be null");
+    g.group->barrier()->wait();
+    *clock_ns = distrinews::monotonic_ns();
+  });
+}
+
 int32_t dn_model_attach_ddp(dn_model* model, dn_group* group, int64_t bucket_cap_bytes,
                             int64_t first_bucket_cap_bytes) {
   return distrinews::with_model(model, [&](dn_model& m) {
@@ -158,6 +220,11 @@ int32_t dn_model_attach_ddp(dn_model* model, dn_group* group, int64_t bucket_cap
         /*gradient_as_bucket_view=*/false, std::move(names), first_bucket_cap_bytes,
         /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
         /*bucket_bytes_cap_list=*/std::vector<int64_t>{});
+    // Only a tracing model gets the hook: without one the Reducer keeps its default path, untouched.
+    if (m.trace->enabled) {
+      m.reducer->register_comm_hook(std::make_unique<TracedAllReduce>(g.group, m.trace));
+      m.trace_hook = true;
+    }
     m.group = g.group;
   });
 }

@@ -19,7 +19,7 @@
 extern "C" {
 #endif
 
-#define DN_ABI_VERSION 7
+#define DN_ABI_VERSION 8
 
 /* The shim is compiled with -fvisibility=hidden; only this ABI is exported. */
 #define DN_API __attribute__((visibility("default")))
@@ -63,13 +63,53 @@ typedef struct dn_config {
 } dn_config;
 
 /* What one training (micro-)step reports. grad_norm is the total L2 norm before clipping (0 when the
- * step did not apply the optimizer). */
+ * step did not apply the optimizer).
+ *
+ * The t_* fields say where the step's time went, as readings of dn_clock_ns's clock (nanoseconds), taken
+ * on every step (a handful of clock reads: cheap enough to be always on):
+ *   t_start        the call began: checking the batch and copying it to the device, DDP's bucket rebuild;
+ *   t_forward      the forward pass began (it ends, with the loss, at t_backward);
+ *   t_backward     backward began;
+ *   t_grads_ready  the last gradient was ready: backward's compute ended. Under DDP on a synchronising step
+ *                  this is the latest of the Reducer's own per-gradient ready times; otherwise t_backward_end;
+ *   t_backward_end backward returned. Under DDP the Reducer copied the last gradients into their bucket,
+ *                  launched its all-reduce, waited for every bucket's and copied the averages into .grad
+ *                  before it returned: [t_grads_ready, t_backward_end] is the wait for communication that
+ *                  backward's compute did not hide;
+ *   t_end          the call ended: with DN_STEP_APPLY, [t_backward_end, t_end] is clipping, AdamW and
+ *                  zeroing the gradients.
+ * They are host times: on CUDA, kernels run asynchronously, so they show when the host queued the work
+ * (the loss and gradient norm are read back, which synchronises, before t_end). */
 typedef struct dn_step_result {
   double loss;
   double grad_norm;
   int64_t correct;
   int64_t count;
+  int64_t t_start;
+  int64_t t_forward;
+  int64_t t_backward;
+  int64_t t_grads_ready;
+  int64_t t_backward_end;
+  int64_t t_end;
 } dn_step_result;
+
+/* Kinds of dn_trace_event. */
+#define DN_TRACE_ALLREDUCE 1 /* one gradient bucket's all-reduce, from launch to completion */
+
+/* One event recorded while tracing is on (dn_model_trace_enable), drained with dn_model_trace_drain.
+ * DN_TRACE_ALLREDUCE: recorded by a communication hook on c10d's Reducer; start_ns is when the Reducer
+ * handed the bucket to the process group (all of its gradients were ready), end_ns when the all-reduce's
+ * future completed. bucket is the bucket's index (buckets are launched in index order), bytes the size of
+ * its flat gradient buffer, params the number of parameter tensors in it. On CUDA, NCCL's future completes
+ * when the collective is queued on the stream, so end_ns shows the launch there, not the transfer. */
+typedef struct dn_trace_event {
+  int32_t kind;
+  int32_t bucket;
+  int64_t start_ns;
+  int64_t end_ns;
+  int64_t bytes;
+  int64_t params;
+} dn_trace_event;
 
 typedef struct dn_model dn_model;
 typedef struct dn_group dn_group;
@@ -93,6 +133,12 @@ DN_API int32_t dn_manual_seed(uint64_t seed);
 /* torch.randperm(n, generator=torch.Generator().manual_seed(seed)) into out (n int64 values): the
  * permutation torch.utils.data.DistributedSampler shuffles with. */
 DN_API int32_t dn_randperm(int64_t n, uint64_t seed, int64_t* out);
+
+/* The clock every timestamp of this ABI is read from (dn_step_result's t_*, dn_trace_event, the barrier
+ * clock): a monotonic clock in nanoseconds (std::chrono::steady_clock, CLOCK_MONOTONIC on Linux, shared by
+ * all processes of one machine; its origin is arbitrary, only differences and same-machine comparisons mean
+ * anything). */
+DN_API int32_t dn_clock_ns(int64_t* out);
 
 /* Hands the host memory the C allocator keeps free back to the operating system (glibc's malloc_trim).
  * *released is 1 when some was returned, 0 when none was or the allocator cannot (not glibc). */
@@ -138,6 +184,20 @@ DN_API int32_t dn_train_step(dn_model* model, const int32_t* input_ids, const ui
                       const int32_t* labels, int64_t batch, int64_t seq, double lr, double max_grad_norm,
                       double loss_scale, int32_t flags, dn_step_result* out);
 
+/* Tracing (train.ts --trace). enabled != 0 starts recording dn_trace_events into a per-model buffer; 0 stops
+ * (the buffer keeps what it holds). Bucket all-reduces are recorded by a communication hook that
+ * dn_model_attach_ddp installs on the Reducer only when tracing is on at that moment (the Reducer accepts a
+ * hook only once, and without one it runs its default path untouched): so enabling tracing on a model that
+ * is already attached without the hook is refused. With the hook, results are bit-identical to the default
+ * path. Without tracing nothing is recorded and nothing changes. */
+DN_API int32_t dn_model_trace_enable(dn_model* model, int32_t enabled);
+/* Moves up to cap recorded events into out, in the order they were recorded (all-reduces: as they completed);
+ * *written says how many, *pending how many are left for the next call. A step's events are all recorded by
+ * the time dn_train_step returns. The buffer holds at most 1,048,576 events; later ones are dropped until it
+ * is drained. */
+DN_API int32_t dn_model_trace_drain(dn_model* model, dn_trace_event* out, int64_t cap, int64_t* written,
+                                    int64_t* pending);
+
 /* Inference (eval mode, no autograd): writes logits and, when probs is not NULL, softmax probabilities,
  * both [batch, num_labels] float32; capacity is the length of each buffer in floats and must equal
  * batch * num_labels. */
@@ -158,11 +218,16 @@ DN_API int64_t dn_group_last_error(dn_group* group, char* buf, int64_t cap);
 DN_API int32_t dn_group_allreduce_sum(dn_group* group, double* values, int64_t n);
 /* Returns once every rank has called it. */
 DN_API int32_t dn_group_barrier(dn_group* group);
+/* A barrier that reads dn_clock_ns's clock into *clock_ns the moment it returns on this rank, on the thread
+ * that waited (no trip through the caller's event loop in between): every rank leaves a barrier at nearly
+ * the same instant, which is what aligning the ranks' clocks for a trace rests on. */
+DN_API int32_t dn_group_barrier_clock(dn_group* group, int64_t* clock_ns);
 /* Wraps the model in DDP: copies rank 0's parameters to every rank (so differently seeded ranks start
  * identical), then attaches c10d's Reducer, which averages gradients over the group in buckets of
  * bucket_cap_bytes (the first one first_bucket_cap_bytes) while backward runs. From then on a training step
  * with DN_STEP_APPLY synchronises gradients; one without (a gradient-accumulation micro-step) does not, as
- * DDP's no_sync(). */
+ * DDP's no_sync(). When the model is tracing (dn_model_trace_enable), the Reducer gets a communication hook
+ * that does what its default path does (average, then all-reduce) and records each bucket's timing. */
 DN_API int32_t dn_model_attach_ddp(dn_model* model, dn_group* group, int64_t bucket_cap_bytes,
                                    int64_t first_bucket_cap_bytes);
 

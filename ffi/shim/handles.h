@@ -5,6 +5,9 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
+#include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -15,6 +18,33 @@
 #include "guard.h"
 #include "optim.h"
 #include "torch_thread.h"
+
+namespace distrinews {
+
+// dn_clock_ns's clock: monotonic, in nanoseconds (CLOCK_MONOTONIC on Linux, shared by the processes of one
+// machine). Every timestamp of the ABI comes from here.
+inline int64_t monotonic_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// What a tracing model records between two drains. Shared (not owned) by the Reducer's communication hook,
+// whose completion callbacks run on the process group's threads: hence the mutex, and a shared_ptr so a
+// late callback never touches a freed model.
+struct TraceBuffer {
+  static constexpr size_t kMaxEvents = size_t{1} << 20;
+  std::atomic<bool> enabled{false};
+  std::mutex mutex;
+  std::vector<dn_trace_event> events;
+
+  void record(const dn_trace_event& event) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (events.size() < kMaxEvents) events.push_back(event);
+  }
+};
+
+}  // namespace distrinews
 
 struct dn_group {
   c10::intrusive_ptr<c10d::ProcessGroup> group;
@@ -39,6 +69,10 @@ struct dn_model {
   // DDP: PyTorch's own Reducer, which all-reduces gradient buckets while backward is still running.
   c10::intrusive_ptr<c10d::ProcessGroup> group;
   std::unique_ptr<c10d::Reducer> reducer;
+  // Tracing: the buffer, and whether the Reducer got the recording communication hook (only when tracing
+  // was on as DDP was attached; see dn_model_trace_enable).
+  std::shared_ptr<distrinews::TraceBuffer> trace = std::make_shared<distrinews::TraceBuffer>();
+  bool trace_hook = false;
   std::mutex mutex;  // one call at a time per model
   distrinews::ErrorSlot errors;
 };
