@@ -38,7 +38,11 @@ export interface DdpOptions {
   firstBucketCapMb?: number;
 }
 
-/** Reads torchrun's environment contract; undefined when WORLD_SIZE is not set (a single process). */
+/**
+ * Reads torchrun's environment contract; undefined when WORLD_SIZE is not set (a single process).
+ * DISTRINEWS_RENDEZVOUS_TIMEOUT_S, when set, bounds how long a rank waits for the others (and for the
+ * master's store) before it gives up with a message; the default is 300 s, as torch.distributed's.
+ */
 export function processGroupOptionsFromEnv(env: (name: string) => string | undefined = Deno.env.get):
   | ProcessGroupOptions
   | undefined {
@@ -59,7 +63,20 @@ export function processGroupOptionsFromEnv(env: (name: string) => string | undef
     masterAddr: env("MASTER_ADDR") ?? "127.0.0.1",
     masterPort: int("MASTER_PORT", env("MASTER_PORT")),
     hostStore: env("TORCHELASTIC_USE_AGENT_STORE") === "True" ? false : undefined,
+    ...(env("DISTRINEWS_RENDEZVOUS_TIMEOUT_S") === undefined
+      ? {}
+      : { timeoutMs: 1000 * positiveSeconds(env("DISTRINEWS_RENDEZVOUS_TIMEOUT_S")!) }),
   };
+}
+
+function positiveSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new Error(
+      `DISTRINEWS_RENDEZVOUS_TIMEOUT_S must be a number of seconds > 0, got ${JSON.stringify(value)}`,
+    );
+  }
+  return n;
 }
 
 function groupError(handle: Deno.PointerValue): string {

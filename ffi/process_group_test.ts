@@ -83,6 +83,16 @@ Deno.test("DDP with gradient accumulation (no_sync on micro-steps) equals one la
 Deno.test("process group options come from torchrun's environment", () => {
   const env = (vars: Record<string, string>) => (name: string) => vars[name];
   assert.equal(processGroupOptionsFromEnv(env({})), undefined);
+  const contract = { WORLD_SIZE: "2", RANK: "1", MASTER_PORT: "29500" };
+  assert.equal(processGroupOptionsFromEnv(env(contract))?.timeoutMs, undefined);
+  assert.equal(
+    processGroupOptionsFromEnv(env({ ...contract, DISTRINEWS_RENDEZVOUS_TIMEOUT_S: "20" }))?.timeoutMs,
+    20_000,
+  );
+  assert.throws(
+    () => processGroupOptionsFromEnv(env({ ...contract, DISTRINEWS_RENDEZVOUS_TIMEOUT_S: "soon" })),
+    /DISTRINEWS_RENDEZVOUS_TIMEOUT_S must be a number of seconds > 0/,
+  );
   assert.deepEqual(
     processGroupOptionsFromEnv(
       env({ WORLD_SIZE: "4", RANK: "2", MASTER_ADDR: "10.0.0.1", MASTER_PORT: "29500" }),
