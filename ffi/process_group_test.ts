@@ -7,29 +7,7 @@ import { DistilBertClassifier } from "./model.ts";
 import { ProcessGroup, processGroupOptionsFromEnv } from "./process_group.ts";
 import { findFreePort } from "../launch.ts";
 import { loadSafetensors } from "../weights/safetensors.ts";
-import { assertClose, makeBatch, ROOT, sliceRows, tempDir, tinyConfig } from "../tests/helpers.ts";
-
-async function runRanks(worldSize: number, spec: Record<string, unknown>): Promise<void> {
-  const port = findFreePort();
-  const children = Array.from({ length: worldSize }, (_, rank) =>
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", join(ROOT, "tests", "ddp", "rank.ts"), JSON.stringify(spec)],
-      env: {
-        RANK: String(rank),
-        LOCAL_RANK: String(rank),
-        WORLD_SIZE: String(worldSize),
-        LOCAL_WORLD_SIZE: String(worldSize),
-        MASTER_ADDR: "127.0.0.1",
-        MASTER_PORT: String(port),
-      },
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn());
-  const outputs = await Promise.all(children.map((c) => c.output()));
-  outputs.forEach((o, rank) => {
-    assert.ok(o.success, `rank ${rank} failed:\n${new TextDecoder().decode(o.stderr).slice(-3000)}`);
-  });
-}
+import { assertClose, makeBatch, runRankScripts, sliceRows, tempDir, tinyConfig } from "../tests/helpers.ts";
 
 async function singleProcess(steps: number, globalBatch: number, seqLen: number, lr: number) {
   const config = tinyConfig({ dropout: 0, attention_dropout: 0, seq_classif_dropout: 0 });
@@ -44,7 +22,7 @@ async function singleProcess(steps: number, globalBatch: number, seqLen: number,
 async function compareWithSingle(tmp: string, steps: number, perRank: number, accumulate: number) {
   const seqLen = 12, lr = 5e-3, worldSize = 2;
   const out = join(tmp, "run");
-  await runRanks(worldSize, { steps, perRank, seqLen, lr, accumulate, out });
+  await runRankScripts("rank.ts", worldSize, { steps, perRank, seqLen, lr, accumulate, out });
   const reports = await Promise.all(
     [0, 1].map(async (r) => JSON.parse(await Deno.readTextFile(`${out}.rank${r}.json`))),
   );

@@ -5,8 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DistilBertClassifier, monotonicNs } from "./model.ts";
-import { findFreePort } from "../launch.ts";
-import { makeBatch, ROOT, tempDir, tinyConfig } from "../tests/helpers.ts";
+import { makeBatch, runRankScripts, tempDir, tinyConfig } from "../tests/helpers.ts";
 import type { BucketEvent, StepTiming } from "./model.ts";
 
 interface RankReport {
@@ -15,35 +14,12 @@ interface RankReport {
   micro: { step: number; micro: number; sync: boolean; timing: StepTiming; buckets: BucketEvent[] }[];
 }
 
-async function runRanks(worldSize: number, spec: Record<string, unknown>): Promise<void> {
-  const port = findFreePort();
-  const children = Array.from({ length: worldSize }, (_, rank) =>
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", join(ROOT, "tests", "ddp", "trace_rank.ts"), JSON.stringify(spec)],
-      env: {
-        RANK: String(rank),
-        LOCAL_RANK: String(rank),
-        WORLD_SIZE: String(worldSize),
-        LOCAL_WORLD_SIZE: String(worldSize),
-        MASTER_ADDR: "127.0.0.1",
-        MASTER_PORT: String(port),
-        OMP_NUM_THREADS: "1",
-      },
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn());
-  const outputs = await Promise.all(children.map((c) => c.output()));
-  outputs.forEach((o, rank) => {
-    assert.ok(o.success, `rank ${rank} failed:\n${new TextDecoder().decode(o.stderr).slice(-3000)}`);
-  });
-}
-
 async function trainBoth(tmp: string, worldSize: number, accumulate: number) {
   const spec = { steps: 3, perRank: 2, seqLen: 10, lr: 5e-3, accumulate };
   const runs: Record<string, { weights: Uint8Array[]; reports: RankReport[] }> = {};
   for (const trace of [false, true]) {
     const out = join(tmp, `${trace ? "on" : "off"}-${worldSize}`);
-    await runRanks(worldSize, { ...spec, trace, out });
+    await runRankScripts("trace_rank.ts", worldSize, { ...spec, trace, out }, { OMP_NUM_THREADS: "1" });
     const ranks = Array.from({ length: worldSize }, (_, r) => r);
     runs[trace ? "on" : "off"] = {
       weights: await Promise.all(ranks.map((r) => Deno.readFile(`${out}.rank${r}.safetensors`))),

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { AG_NEWS_LABELS } from "../model/labels.ts";
 import { DISTILBERT_BASE_UNCASED, type DistilBertConfig } from "../model/config.ts";
 import type { LabeledBatch } from "../model/batch.ts";
+import { findFreePort } from "../launch.ts";
 
 /** Repository root. */
 export const ROOT: string = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -212,4 +213,48 @@ export function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: num
 export async function tempDir(): Promise<AsyncDisposable & { path: string }> {
   const path = await Deno.makeTempDir({ prefix: "distrinews-test-" });
   return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }) };
+}
+
+/** A data folder for train.ts in `dir`: the committed AG News fixtures as train.csv and test.csv. */
+export async function fixtureDataDir(dir: string): Promise<string> {
+  const data = join(dir, "data");
+  await Deno.mkdir(data);
+  const fixtures = join(ROOT, "data", "fixtures", "ag_news");
+  await Deno.copyFile(join(fixtures, "train_sample.csv"), join(data, "train.csv"));
+  await Deno.copyFile(join(fixtures, "test_sample.csv"), join(data, "test.csv"));
+  return data;
+}
+
+/**
+ * Runs `worldSize` processes of the rank script tests/ddp/`script` with torchrun's environment on a free
+ * local port, `spec` as their argument; fails naming the rank (and its stderr) when one does.
+ */
+export async function runRankScripts(
+  script: string,
+  worldSize: number,
+  spec: Record<string, unknown>,
+  env: Record<string, string> = {},
+): Promise<void> {
+  const port = findFreePort();
+  const children = Array.from({ length: worldSize }, (_, rank) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", join(ROOT, "tests", "ddp", script), JSON.stringify(spec)],
+      env: {
+        RANK: String(rank),
+        LOCAL_RANK: String(rank),
+        WORLD_SIZE: String(worldSize),
+        LOCAL_WORLD_SIZE: String(worldSize),
+        MASTER_ADDR: "127.0.0.1",
+        MASTER_PORT: String(port),
+        ...env,
+      },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn());
+  const outputs = await Promise.all(children.map((c) => c.output()));
+  outputs.forEach((o, rank) => {
+    if (!o.success) {
+      throw new Error(`rank ${rank} failed:\n${new TextDecoder().decode(o.stderr).slice(-3000)}`);
+    }
+  });
 }

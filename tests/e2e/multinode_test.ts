@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadSafetensors } from "../../weights/safetensors.ts";
 import { exists } from "../../util/fs.ts";
-import { ROOT, tempDir } from "../helpers.ts";
+import { fixtureDataDir, ROOT, tempDir } from "../helpers.ts";
 
 const TINY = join(ROOT, "tests", "fixtures", "tiny_config.json");
 /** Local ranks per node: two, so that each all-reduce has peers on the same node and across the link. */
@@ -108,16 +108,6 @@ async function removeNetwork(): Promise<void> {
   }
 }
 
-/** A data folder as train_test makes it: the committed AG News fixtures as train.csv and test.csv. */
-async function dataDir(dir: string): Promise<string> {
-  const data = join(dir, "data");
-  await Deno.mkdir(data);
-  const fixtures = join(ROOT, "data", "fixtures", "ag_news");
-  await Deno.copyFile(join(fixtures, "train_sample.csv"), join(data, "train.csv"));
-  await Deno.copyFile(join(fixtures, "test_sample.csv"), join(data, "test.csv"));
-  return data;
-}
-
 interface NodeRun {
   child: Deno.ChildProcess;
   /** Collected from the start, so that a full pipe never blocks the launcher. */
@@ -191,7 +181,7 @@ Deno.test({
   ignore: skipReason !== undefined,
   async fn(t) {
     await using tmp = await tempDir();
-    const data = await dataDir(tmp.path);
+    const data = await fixtureDataDir(tmp.path);
     const flags = (output: string, epochs: number, batch: number) => [
       "--data",
       data,

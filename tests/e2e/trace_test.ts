@@ -5,15 +5,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { exists } from "../../util/fs.ts";
 import type { ChromeTrace, TraceEvent } from "../../training/trace.ts";
-import { pythonJson, ROOT, tempDir } from "../helpers.ts";
-
-async function dataDir(dir: string): Promise<string> {
-  const data = join(dir, "data");
-  await Deno.mkdir(data);
-  await Deno.copyFile(join(ROOT, "data", "fixtures", "ag_news", "train_sample.csv"), join(data, "train.csv"));
-  await Deno.copyFile(join(ROOT, "data", "fixtures", "ag_news", "test_sample.csv"), join(data, "test.csv"));
-  return data;
-}
+import { fixtureDataDir, pythonJson, ROOT, tempDir } from "../helpers.ts";
 
 function run(args: string[], env: Record<string, string> = {}) {
   return new Deno.Command(Deno.execPath(), { args, cwd: ROOT, stdout: "piped", stderr: "piped", env });
@@ -73,7 +65,7 @@ print(json.dumps([int(g.get("data-rank")) for g in root.iter(ns + "g") if g.get(
 
 Deno.test("train --trace under DDP: buckets cover the gradients, overlap backward, skip no_sync micro-steps", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const model = join(tmp.path, "config.json");
   await Deno.writeTextFile(model, JSON.stringify(OVERLAP_CONFIG));
   const trace = join(tmp.path, "traces", "run.json");
@@ -164,7 +156,7 @@ Deno.test("train --trace under DDP: buckets cover the gradients, overlap backwar
 
 Deno.test("train --trace in one process: steps without buckets; the breakdown reaches TensorBoard", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const output = join(tmp.path, "ckpt");
   const trace = join(tmp.path, "one.json");
   const flags = ["--data", data, "--model", join(ROOT, "tests", "fixtures", "tiny_config.json")];

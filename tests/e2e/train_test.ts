@@ -8,17 +8,17 @@ import { exists } from "../../util/fs.ts";
 import { loadSafetensors } from "../../weights/safetensors.ts";
 import { collate } from "../../data/collate.ts";
 import { BertTokenizer } from "../../data/tokenizer.ts";
-import { assertClose, pythonJson, referenceLogits, ROOT, tempDir, writeBatchJson } from "../helpers.ts";
+import {
+  assertClose,
+  fixtureDataDir,
+  pythonJson,
+  referenceLogits,
+  ROOT,
+  tempDir,
+  writeBatchJson,
+} from "../helpers.ts";
 
 const TINY = join(ROOT, "tests", "fixtures", "tiny_config.json");
-
-async function dataDir(dir: string): Promise<string> {
-  const data = join(dir, "data");
-  await Deno.mkdir(data);
-  await Deno.copyFile(join(ROOT, "data", "fixtures", "ag_news", "train_sample.csv"), join(data, "train.csv"));
-  await Deno.copyFile(join(ROOT, "data", "fixtures", "ag_news", "test_sample.csv"), join(data, "test.csv"));
-  return data;
-}
 
 function run(args: string[], env: Record<string, string> = {}) {
   return new Deno.Command(Deno.execPath(), {
@@ -34,7 +34,7 @@ const decode = (b: Uint8Array) => new TextDecoder().decode(b);
 
 Deno.test("train: one process writes a Hugging Face checkpoint, metrics per epoch and a chart", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const output = join(tmp.path, "ckpt");
   const args = [
     "train.ts",
@@ -118,7 +118,7 @@ print(json.dumps(out))
 
 Deno.test("train under DDP: 2 CPU ranks through the launcher; only rank 0 prints and writes", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const output = join(tmp.path, "ddp");
   const flags = ["--data", data, "--model", TINY, "--epochs", "1", "--batch-size", "8", "--output", output];
   const out = await run(["launch.ts", "--gpus", "2", "--", ...flags], {
@@ -148,7 +148,7 @@ Deno.test("train under DDP: 2 CPU ranks through the launcher; only rank 0 prints
 
 Deno.test("train under DDP: a rank that dies mid-epoch stops the job within 10 s, nothing left behind", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const output = join(tmp.path, "crash");
   // Many tiny epochs keep the ranks busy long enough to kill one of them in the middle.
   const flags = ["--data", data, "--model", TINY, "--epochs", "200", "--batch-size", "4", "--output", output];
@@ -190,7 +190,7 @@ Deno.test("train: bad flags exit 2 with the usage; a missing data source exits 1
 
 Deno.test("train --resume after a kill mid-run ends with the same parameters as an uninterrupted run", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const env = { DISTRINEWS_CACHE: join(tmp.path, "cache") };
   // Dropout stays on: the resumed run must also continue the same random stream.
   const flags = (output: string) => [
@@ -254,7 +254,7 @@ print("{}")
 
 Deno.test("train --pretrained: a BERT encoder gives the architecture, its weights and a DistilBERT checkpoint", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const bert = join(tmp.path, "bert");
   await tinyBert(bert);
   const output = join(tmp.path, "ckpt");
@@ -310,7 +310,7 @@ Deno.test("train --pretrained: a BERT encoder gives the architecture, its weight
 
 Deno.test("deno task ddp --pretrained: the launcher fetches the weights once, both ranks start from them", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const bert = join(tmp.path, "bert");
   await tinyBert(bert);
   const output = join(tmp.path, "ddp");
@@ -339,7 +339,7 @@ Deno.test("deno task ddp --pretrained: the launcher fetches the weights once, bo
 
 Deno.test("train --pretrained refuses what it cannot use: another shape, another activation, no weights", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const bert = join(tmp.path, "bert");
   await tinyBert(bert);
   const common = ["--data", data, "--epochs", "1", "--output", join(tmp.path, "out")];
@@ -363,7 +363,7 @@ Deno.test("train --pretrained refuses what it cannot use: another shape, another
 
 Deno.test("train --bf16 on a CPU runs where it multiplies bf16 natively; elsewhere it says why and exits 2", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const flags = ["--data", data, "--model", TINY, "--epochs", "1", "--device", "cpu", "--bf16"];
   const train = (extra: string[], cpuFlags: string) =>
     run(["train.ts", ...flags, ...extra, "--output", join(tmp.path, crypto.randomUUID())], {
@@ -392,7 +392,7 @@ Deno.test("train --bf16 on a CPU runs where it multiplies bf16 natively; elsewhe
 
 Deno.test("train --resume refuses a training state saved for another network, naming both", async () => {
   await using tmp = await tempDir();
-  const data = await dataDir(tmp.path);
+  const data = await fixtureDataDir(tmp.path);
   const output = join(tmp.path, "ckpt");
   const common = ["--data", data, "--epochs", "1", "--batch-size", "32", "--output", output];
   const env = { DISTRINEWS_CACHE: join(tmp.path, "cache") };
